@@ -1,0 +1,1 @@
+//! Benchmarks live here (workload generator and `cargo xtask bench`).

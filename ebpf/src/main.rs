@@ -1,0 +1,427 @@
+//! dumper's iterator programs. Each walks one kind of kernel object and
+//! streams fixed-size records (dumper-common) with bpf_seq_write.
+//!
+//! Rust eBPF has no CO-RE, so every kernel field is read at the offset that
+//! userspace/build.rs resolved from the target kernel's BTF
+//! (`kernel_offsets.rs`), and the size of every field read is checked
+//! against the Rust type at compile time. The object carries that BTF's
+//! digest in section `.dumper.btf`; the loader refuses other kernels.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::seq_file,
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, generated::bpf_seq_write},
+    macros::map,
+    maps::{Array, PerCpuArray},
+};
+use core::ffi::c_void;
+use dumper_common::*;
+
+#[allow(dead_code)]
+mod k {
+    include!(env!("DUMPER_KERNEL_OFFSETS"));
+}
+
+#[used]
+#[no_mangle]
+#[link_section = ".dumper.btf"]
+static DUMPER_BTF_DIGEST: [u8; 8] = k::BTF_DIGEST.to_le_bytes();
+
+#[map]
+static FILTER: Array<TgidFilter> = Array::with_max_entries(1, 0);
+
+/// Records are larger than is wise on the 512-byte BPF stack: build them in
+/// per-CPU scratch space (iterator programs do not migrate while running).
+#[map]
+static TASK_BUF: PerCpuArray<TaskScratch> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static FILE_BUF: PerCpuArray<FileRecord> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static VMA_BUF: PerCpuArray<VmaRecord> = PerCpuArray::with_max_entries(1, 0);
+
+const NSIG: usize = 64;
+const ACTION_BYTES: usize = 64 * NSIG;
+const _: () = assert!((k::K_SIGACTION_SIZE as usize) * NSIG <= ACTION_BYTES);
+
+#[repr(C)]
+pub struct TaskScratch {
+    rec: TaskRecord,
+    actions: [u8; ACTION_BYTES],
+}
+
+/// Reads a kernel field `k::$f` of type `$t` at `$base`, after checking at
+/// compile time that the kernel's field has the size of `$t`. A failed read
+/// (the kernel object went away) yields zero.
+macro_rules! rd {
+    ($base:expr, $f:ident, $t:ty) => {{
+        const _: () = assert!(
+            k::$f.1 == core::mem::size_of::<$t>(),
+            concat!(
+                "kernel field size differs from the type read: ",
+                stringify!($f)
+            )
+        );
+        read::<$t>(($base) + k::$f.0)
+    }};
+}
+
+/// Offset of `k::$f` (for fields read in parts: arrays, embedded structs).
+macro_rules! off {
+    ($f:ident) => {
+        k::$f.0
+    };
+}
+
+#[inline(always)]
+fn read<T: Copy + Default>(addr: u64) -> T {
+    if addr < 4096 {
+        return T::default();
+    }
+    unsafe { bpf_probe_read_kernel(addr as *const T) }.unwrap_or_default()
+}
+
+#[inline(always)]
+fn read_str(addr: u64, dst: &mut [u8]) {
+    if addr >= 4096 {
+        let _ = unsafe { bpf_probe_read_kernel_str_bytes(addr as *const u8, dst) };
+    }
+}
+
+/// Loads a pointer-sized iterator-context field with a plain load, so the
+/// verifier keeps its BTF type (bpf_seq_write needs a typed seq_file).
+#[inline(always)]
+unsafe fn ctx_ptr(ctx: *const c_void, off: u64) -> u64 {
+    unsafe { core::ptr::read_volatile((ctx as *const u8).add(off as usize) as *const u64) }
+}
+
+#[inline(always)]
+unsafe fn seq_of(ctx: *const c_void) -> *mut seq_file {
+    // Every bpf_iter__* context starts with its bpf_iter_meta pointer.
+    let meta = unsafe { ctx_ptr(ctx, 0) };
+    unsafe { ctx_ptr(meta as *const c_void, off!(BPF_ITER_META__SEQ)) as *mut seq_file }
+}
+
+#[inline(always)]
+fn selected(tgid: i32) -> bool {
+    let Some(f) = FILTER.get(0) else { return false };
+    if f.all != 0 {
+        return true;
+    }
+    // The mask (FILTER_WORDS is a power of two) is what the verifier sees
+    // as the bound. The volatile read keeps LLVM from proving the mask
+    // redundant and bounds-checking a register the verifier cannot follow.
+    const _: () = assert!(FILTER_WORDS.is_power_of_two());
+    let t = unsafe { core::ptr::read_volatile(&(tgid as u32 as usize)) };
+    let w = (t >> 6) & (FILTER_WORDS - 1);
+    (f.bits[w] >> (t & 63)) & 1 == 1
+}
+
+/// The global pid number of `task`'s pid of type `ty` (PGID, SID).
+#[inline(always)]
+fn signal_pid_nr(signal: u64, ty: u64) -> i32 {
+    let pid: u64 = read(signal + off!(SIGNAL_STRUCT__PIDS) + ty * 8);
+    if pid == 0 {
+        return 0;
+    }
+    rd!(pid + off!(PID__NUMBERS), UPID__NR, i32)
+}
+
+#[inline(always)]
+fn path_pair(path: u64) -> [u64; 2] {
+    [rd!(path, PATH__MNT, u64), rd!(path, PATH__DENTRY, u64)]
+}
+
+#[no_mangle]
+#[link_section = "iter/task"]
+pub fn dumper_task(ctx: *mut c_void) -> i32 {
+    unsafe { task(ctx) };
+    0
+}
+
+#[inline(always)]
+unsafe fn task(ctx: *const c_void) {
+    let t = unsafe { ctx_ptr(ctx, off!(BPF_ITER__TASK__TASK)) };
+    if t == 0 {
+        return;
+    }
+    let Some(s) = TASK_BUF.get_ptr_mut(0) else {
+        return;
+    };
+    let s = unsafe { &mut *s };
+    let r = &mut s.rec;
+    *r = unsafe { core::mem::zeroed() };
+    r.hdr = RecordHeader::new(KIND_TASK, core::mem::size_of::<TaskRecord>());
+    r.pid = rd!(t, TASK_STRUCT__PID, i32);
+    r.tgid = rd!(t, TASK_STRUCT__TGID, i32);
+    let parent = rd!(t, TASK_STRUCT__REAL_PARENT, u64);
+    r.ppid = if parent != 0 {
+        rd!(parent, TASK_STRUCT__TGID, i32)
+    } else {
+        0
+    };
+    let signal = rd!(t, TASK_STRUCT__SIGNAL, u64);
+    if signal != 0 {
+        r.pgid = signal_pid_nr(signal, k::PIDTYPE_PGID);
+        r.sid = signal_pid_nr(signal, k::PIDTYPE_SID);
+    }
+    r.state = rd!(t, TASK_STRUCT____STATE, u32);
+    r.exit_state = rd!(t, TASK_STRUCT__EXIT_STATE, i32);
+    r.exit_signal = rd!(t, TASK_STRUCT__EXIT_SIGNAL, i32);
+    r.static_prio = rd!(t, TASK_STRUCT__STATIC_PRIO, i32);
+    r.flags = rd!(t, TASK_STRUCT__FLAGS, u32);
+    r.comm = rd!(t, TASK_STRUCT__COMM, [u8; COMM_LEN]);
+    r.sig_blocked = rd!(t, TASK_STRUCT__BLOCKED, u64);
+
+    // What threads share with their group (creds aside, which are per
+    // thread but read only for the leader as /proc/PID/status shows them)
+    // is read once per process.
+    if r.pid != r.tgid {
+        unsafe {
+            emit(
+                ctx,
+                r as *const TaskRecord as *const c_void,
+                core::mem::size_of::<TaskRecord>(),
+            )
+        };
+        return;
+    }
+    let cred = rd!(t, TASK_STRUCT__REAL_CRED, u64);
+    if cred != 0 {
+        r.ids = [
+            rd!(cred, CRED__UID, u32),
+            rd!(cred, CRED__EUID, u32),
+            rd!(cred, CRED__SUID, u32),
+            rd!(cred, CRED__FSUID, u32),
+            rd!(cred, CRED__GID, u32),
+            rd!(cred, CRED__EGID, u32),
+            rd!(cred, CRED__SGID, u32),
+            rd!(cred, CRED__FSGID, u32),
+        ];
+        r.caps = [
+            rd!(cred, CRED__CAP_INHERITABLE, u64),
+            rd!(cred, CRED__CAP_PERMITTED, u64),
+            rd!(cred, CRED__CAP_EFFECTIVE, u64),
+            rd!(cred, CRED__CAP_BSET, u64),
+            rd!(cred, CRED__CAP_AMBIENT, u64),
+        ];
+        let gi = rd!(cred, CRED__GROUP_INFO, u64);
+        if gi != 0 {
+            let n = rd!(gi, GROUP_INFO__NGROUPS, i32);
+            r.ngroups = n as u32;
+            let base = gi + off!(GROUP_INFO__GID);
+            let mut i = 0;
+            while i < MAX_GROUPS {
+                if i as i32 >= n {
+                    break;
+                }
+                r.groups[i] = read::<u32>(base + (i as u64) * 4);
+                i += 1;
+            }
+        }
+    }
+    let sighand = rd!(t, TASK_STRUCT__SIGHAND, u64);
+    if sighand != 0 {
+        // One copy of the whole action table, then a scan of it: 64 helper
+        // calls per process would cost more than the rest of the record.
+        let len = (k::K_SIGACTION_SIZE as usize) * NSIG;
+        let ok = unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                s.actions.as_mut_ptr() as *mut c_void,
+                len as u32,
+                (sighand + off!(SIGHAND_STRUCT__ACTION)) as *const c_void,
+            )
+        } == 0;
+        if ok {
+            let mut i = 0usize;
+            while i < NSIG {
+                let o =
+                    i * k::K_SIGACTION_SIZE as usize + off!(K_SIGACTION__SA__SA_HANDLER) as usize;
+                if o + 8 > ACTION_BYTES {
+                    break;
+                }
+                let h = u64::from_le_bytes([
+                    s.actions[o],
+                    s.actions[o + 1],
+                    s.actions[o + 2],
+                    s.actions[o + 3],
+                    s.actions[o + 4],
+                    s.actions[o + 5],
+                    s.actions[o + 6],
+                    s.actions[o + 7],
+                ]);
+                if h == 1 {
+                    s.rec.sig_ignored |= 1 << i;
+                } else if h != 0 {
+                    s.rec.sig_caught |= 1 << i;
+                }
+                i += 1;
+            }
+        }
+    }
+    let r = &mut s.rec;
+    let mm = rd!(t, TASK_STRUCT__MM, u64);
+    if mm != 0 {
+        r.mm_start_brk = rd!(mm, MM_STRUCT__START_BRK, u64);
+        r.mm_brk = rd!(mm, MM_STRUCT__BRK, u64);
+        r.mm_start_stack = rd!(mm, MM_STRUCT__START_STACK, u64);
+        let exe = rd!(mm, MM_STRUCT__EXE_FILE, u64);
+        if exe != 0 {
+            r.exe = path_pair(exe + off!(FILE__F_PATH));
+        }
+    }
+    let fs = rd!(t, TASK_STRUCT__FS, u64);
+    if fs != 0 {
+        r.cwd = path_pair(fs + off!(FS_STRUCT__PWD));
+        r.root = path_pair(fs + off!(FS_STRUCT__ROOT));
+    }
+    unsafe {
+        emit(
+            ctx,
+            r as *const TaskRecord as *const c_void,
+            core::mem::size_of::<TaskRecord>(),
+        )
+    };
+}
+
+#[inline(always)]
+unsafe fn emit(ctx: *const c_void, rec: *const c_void, len: usize) {
+    let seq = unsafe { seq_of(ctx) };
+    unsafe { bpf_seq_write(seq, rec, len as u32) };
+}
+
+const S_IFMT: u16 = 0o170000;
+const S_IFSOCK: u16 = 0o140000;
+
+#[no_mangle]
+#[link_section = "iter/task_file"]
+pub fn dumper_task_file(ctx: *mut c_void) -> i32 {
+    unsafe { task_file(ctx) };
+    0
+}
+
+#[inline(always)]
+unsafe fn task_file(ctx: *const c_void) {
+    let t = unsafe { ctx_ptr(ctx, off!(BPF_ITER__TASK_FILE__TASK)) };
+    let file = unsafe { ctx_ptr(ctx, off!(BPF_ITER__TASK_FILE__FILE)) };
+    if t == 0 || file == 0 {
+        return;
+    }
+    let tgid = rd!(t, TASK_STRUCT__TGID, i32);
+    if !selected(tgid) {
+        return;
+    }
+    let Some(r) = FILE_BUF.get_ptr_mut(0) else {
+        return;
+    };
+    let r = unsafe { &mut *r };
+    *r = unsafe { core::mem::zeroed() };
+    r.hdr = RecordHeader::new(KIND_FILE, core::mem::size_of::<FileRecord>());
+    r.tgid = tgid;
+    r.pid = rd!(t, TASK_STRUCT__PID, i32);
+    let fd = unsafe {
+        core::ptr::read_volatile(
+            (ctx as *const u8).add(off!(BPF_ITER__TASK_FILE__FD) as usize) as *const u32,
+        )
+    };
+    r.fd = fd;
+    r.file = file;
+    r.f_flags = rd!(file, FILE__F_FLAGS, u32);
+    r.pos = rd!(file, FILE__F_POS, i64);
+    let inode = rd!(file, FILE__F_INODE, u64);
+    r.i_mode = rd!(inode, INODE__I_MODE, u16);
+    r.ino = rd!(inode, INODE__I_INO, u64);
+    r.rdev = rd!(inode, INODE__I_RDEV, u32);
+    let sb = rd!(inode, INODE__I_SB, u64);
+    r.s_dev = rd!(sb, SUPER_BLOCK__S_DEV, u32);
+    r.s_magic = rd!(sb, SUPER_BLOCK__S_MAGIC, u64);
+    r.path = path_pair(file + off!(FILE__F_PATH));
+    // struct vfsmount is embedded in struct mount: container_of.
+    if r.path[0] != 0 {
+        r.mnt_id = rd!(r.path[0] - off!(MOUNT__MNT), MOUNT__MNT_ID, i32);
+    }
+    let name = rd!(r.path[1] + off!(DENTRY__D_NAME), QSTR__NAME, u64);
+    read_str(name, &mut r.name);
+    if r.i_mode & S_IFMT == S_IFSOCK {
+        let sock = rd!(file, FILE__PRIVATE_DATA, u64);
+        let sk = rd!(sock, SOCKET__SK, u64);
+        r.sk_family = rd!(sk, SOCK____SK_COMMON__SKC_FAMILY, u16);
+    }
+    // fdinfo reports O_CLOEXEC from the fd table's close_on_exec bitmap.
+    let files = rd!(t, TASK_STRUCT__FILES, u64);
+    let fdt = rd!(files, FILES_STRUCT__FDT, u64);
+    let coe = rd!(fdt, FDTABLE__CLOSE_ON_EXEC, u64);
+    if coe != 0 {
+        let word: u64 = read(coe + (fd as u64 / 64) * 8);
+        r.cloexec = ((word >> (fd % 64)) & 1) as u32;
+    }
+    unsafe {
+        emit(
+            ctx,
+            r as *const FileRecord as *const c_void,
+            core::mem::size_of::<FileRecord>(),
+        )
+    };
+}
+
+#[no_mangle]
+#[link_section = "iter/task_vma"]
+pub fn dumper_task_vma(ctx: *mut c_void) -> i32 {
+    unsafe { task_vma(ctx) };
+    0
+}
+
+#[inline(always)]
+unsafe fn task_vma(ctx: *const c_void) {
+    let t = unsafe { ctx_ptr(ctx, off!(BPF_ITER__TASK_VMA__TASK)) };
+    let vma = unsafe { ctx_ptr(ctx, off!(BPF_ITER__TASK_VMA__VMA)) };
+    if t == 0 || vma == 0 {
+        return;
+    }
+    let tgid = rd!(t, TASK_STRUCT__TGID, i32);
+    if !selected(tgid) {
+        return;
+    }
+    let Some(r) = VMA_BUF.get_ptr_mut(0) else {
+        return;
+    };
+    let r = unsafe { &mut *r };
+    *r = unsafe { core::mem::zeroed() };
+    r.hdr = RecordHeader::new(KIND_VMA, core::mem::size_of::<VmaRecord>());
+    r.tgid = tgid;
+    r.pid = rd!(t, TASK_STRUCT__PID, i32);
+    r.start = rd!(vma, VM_AREA_STRUCT__VM_START, u64);
+    r.end = rd!(vma, VM_AREA_STRUCT__VM_END, u64);
+    r.flags = rd!(vma, VM_AREA_STRUCT__VM_FLAGS, u64);
+    r.pgoff = rd!(vma, VM_AREA_STRUCT__VM_PGOFF, u64);
+    let file = rd!(vma, VM_AREA_STRUCT__VM_FILE, u64);
+    if file != 0 {
+        let inode = rd!(file, FILE__F_INODE, u64);
+        r.ino = rd!(inode, INODE__I_INO, u64);
+        let sb = rd!(inode, INODE__I_SB, u64);
+        r.s_dev = rd!(sb, SUPER_BLOCK__S_DEV, u32);
+        r.path = path_pair(file + off!(FILE__F_PATH));
+    } else {
+        // /proc/PID/maps names a file-less mapping by vm_ops->name; the only
+        // such ops are the special mappings, whose name is in private data.
+        let ops = rd!(vma, VM_AREA_STRUCT__VM_OPS, u64);
+        if ops != 0 && rd!(ops, VM_OPERATIONS_STRUCT__NAME, u64) != 0 {
+            let sm = rd!(vma, VM_AREA_STRUCT__VM_PRIVATE_DATA, u64);
+            let name = rd!(sm, VM_SPECIAL_MAPPING__NAME, u64);
+            read_str(name, &mut r.name);
+        }
+    }
+    unsafe {
+        emit(
+            ctx,
+            r as *const VmaRecord as *const c_void,
+            core::mem::size_of::<VmaRecord>(),
+        )
+    };
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

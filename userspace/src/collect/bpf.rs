@@ -1,0 +1,493 @@
+//! The fast collector: three iterator programs (ebpf/) stream task, file
+//! and vma records; this module loads them, checks they were built for the
+//! running kernel, reads the streams and turns records into the model.
+//!
+//! Kernel addresses in the records (struct file, vfsmount, dentry) are used
+//! as identities here and replaced by dense ids or paths: none leaves this
+//! module.
+
+use super::{classify, paths::PathCache, tree_members, CollectError, Collector, Target};
+use crate::model::{
+    kdev_to_dev, prot_string, state_letter, vm_flag_names, Caps, Fd, FileType, Ids, SigMasks,
+    Snapshot, Task, Vma,
+};
+use aya::programs::{links::FdLink, Iter};
+use aya::{Btf, Ebpf, EbpfLoader, Endianness};
+use dumper_common::*;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+
+mod build {
+    include!(concat!(env!("OUT_DIR"), "/build_info.rs"));
+}
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dumper.bpf.o"));
+
+const PROGRAMS: [(&str, &str); 3] = [
+    ("dumper_task", "task"),
+    ("dumper_task_file", "task_file"),
+    ("dumper_task_vma", "task_vma"),
+];
+const PF_KTHREAD: u32 = 0x0020_0000;
+const VM_READ: u64 = 0x1;
+const VM_WRITE: u64 = 0x2;
+const VM_EXEC: u64 = 0x4;
+const VM_MAYSHARE: u64 = 0x80;
+const PAGE_SHIFT: u32 = 12;
+const REBUILD: &str = "rebuild dumper on this machine (`cargo build --release`, or `cargo xtask build-ebpf --btf PATH` for another kernel)";
+
+pub struct BpfCollector {
+    // Field order is drop order: links before the programs they hold.
+    links: Vec<OwnedFd>,
+    ebpf: Ebpf,
+    buf: Vec<u8>,
+    /// readlink calls the last collection made (paths completed from /proc).
+    pub last_path_lookups: usize,
+}
+
+/// The digest of the BTF the embedded object was built for, from the
+/// object's own `.dumper.btf` section.
+pub fn object_btf_digest(obj: &[u8]) -> Option<u64> {
+    use object::{Object, ObjectSection};
+    let elf = object::File::parse(obj).ok()?;
+    let data = elf.section_by_name(BTF_DIGEST_SECTION)?.data().ok()?;
+    Some(u64::from_le_bytes(data.get(..8)?.try_into().ok()?))
+}
+
+fn has_cap(cap_eff: u64, cap: u32) -> bool {
+    cap_eff & (1 << cap) != 0
+}
+
+fn check_privilege() -> Result<(), CollectError> {
+    let status = procfs::process::Process::myself()
+        .and_then(|p| p.status())
+        .map_err(|e| CollectError::Privilege(format!("cannot read own capabilities: {e}")))?;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let eff = status.capeff;
+    if has_cap(eff, CAP_SYS_ADMIN) || (has_cap(eff, CAP_BPF) && has_cap(eff, CAP_PERFMON)) {
+        Ok(())
+    } else {
+        Err(CollectError::Privilege(
+            "--collect=bpf needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): run as root, or use --collect=proc".into(),
+        ))
+    }
+}
+
+fn bpf_syscall<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<i64> {
+    // SAFETY: attr is a properly sized, initialized bpf_attr prefix.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>()) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// An fd of our own on an attached link (aya's FdLink does not lend its
+/// fd, and IterLink::into_file consumes the link), by its id.
+fn link_fd(link: &FdLink) -> Result<OwnedFd, String> {
+    let id = link.info().map_err(|e| e.to_string())?.id();
+    #[repr(C)]
+    struct Attr {
+        link_id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+    let mut attr = Attr {
+        link_id: id,
+        next_id: 0,
+        open_flags: 0,
+    };
+    let fd = bpf_syscall(BPF_LINK_GET_FD_BY_ID, &mut attr).map_err(|e| e.to_string())?;
+    // SAFETY: the kernel just gave us this fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// BPF_ITER_CREATE on a link we keep: each collection gets a new stream
+/// without re-attaching.
+fn iter_create(link: &OwnedFd) -> std::io::Result<File> {
+    #[repr(C)]
+    struct Attr {
+        link_fd: u32,
+        flags: u32,
+    }
+    const BPF_ITER_CREATE: libc::c_long = 33;
+    let mut attr = Attr {
+        link_fd: link.as_raw_fd() as u32,
+        flags: 0,
+    };
+    let fd = bpf_syscall(BPF_ITER_CREATE, &mut attr)?;
+    // SAFETY: the kernel just gave us this fd.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+}
+
+impl BpfCollector {
+    /// Loads and verifies the programs: the cold cost of this collector.
+    pub fn load() -> Result<Self, CollectError> {
+        check_privilege()?;
+        let raw = std::fs::read("/sys/kernel/btf/vmlinux").map_err(|e| {
+            CollectError::Kernel(format!(
+                "this kernel has no BTF at /sys/kernel/btf/vmlinux ({e}): --collect=bpf needs CONFIG_DEBUG_INFO_BTF=y; use --collect=proc"
+            ))
+        })?;
+        let running = xxhash_rust::xxh3::xxh3_64(&raw);
+        let built = object_btf_digest(OBJECT).ok_or_else(|| {
+            CollectError::Kernel(format!(
+                "the embedded eBPF object carries no BTF digest: {REBUILD}"
+            ))
+        })?;
+        if built != running || build::BTF_DIGEST != built {
+            return Err(CollectError::Kernel(format!(
+                "the eBPF programs were built for another kernel (BTF {} digest {built:016x}, running kernel {running:016x}): {REBUILD}",
+                build::BTF_PATH
+            )));
+        }
+        let btf = Btf::parse(&raw, Endianness::default())
+            .map_err(|e| CollectError::Kernel(format!("cannot parse the kernel's BTF: {e}")))?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .load(OBJECT)
+            .map_err(|e| CollectError::Kernel(format!("loading the eBPF object failed: {e}")))?;
+        let mut links = vec![];
+        for (name, iter_type) in PROGRAMS {
+            let prog: &mut Iter = ebpf
+                .program_mut(name)
+                .ok_or_else(|| {
+                    CollectError::Kernel(format!(
+                        "program {name} missing from the eBPF object: {REBUILD}"
+                    ))
+                })?
+                .try_into()
+                .map_err(|e| CollectError::Kernel(format!("program {name}: {e}")))?;
+            prog.load(iter_type, &btf).map_err(|e| {
+                CollectError::Kernel(format!(
+                    "the kernel refused the iter/{iter_type} program (needs Linux >= 5.8 with BPF iterators): {}",
+                    verifier_context(&e)
+                ))
+            })?;
+            let id = prog
+                .attach()
+                .map_err(|e| CollectError::Kernel(format!("attaching iter/{iter_type}: {e}")))?;
+            let link = prog
+                .take_link(id)
+                .map_err(|e| CollectError::Kernel(format!("iter/{iter_type} link: {e}")))?;
+            let link: FdLink = link
+                .try_into()
+                .map_err(|e| CollectError::Kernel(format!("iter/{iter_type} link: {e:?}")))?;
+            links.push(
+                link_fd(&link)
+                    .map_err(|e| CollectError::Kernel(format!("iter/{iter_type} link fd: {e}")))?,
+            );
+        }
+        Ok(BpfCollector {
+            links,
+            ebpf,
+            buf: Vec::with_capacity(1 << 20),
+            last_path_lookups: 0,
+        })
+    }
+
+    fn read_stream(&mut self, which: usize) -> Result<(), CollectError> {
+        let what = PROGRAMS[which].1;
+        let mut f = iter_create(&self.links[which])
+            .map_err(|e| CollectError::io(format!("creating the {what} iterator"), e))?;
+        self.buf.clear();
+        f.read_to_end(&mut self.buf)
+            .map_err(|e| CollectError::io(format!("reading the {what} iterator"), e))?;
+        Ok(())
+    }
+
+    fn set_filter(&mut self, tgids: Option<&[i32]>) -> Result<(), CollectError> {
+        let mut filter: Box<TgidFilter> = Box::new(TgidFilter {
+            all: tgids.is_none() as u64,
+            bits: [0; FILTER_WORDS],
+        });
+        for &t in tgids.unwrap_or(&[]) {
+            let t = t as usize;
+            if t < PID_LIMIT {
+                filter.bits[t / 64] |= 1 << (t % 64);
+            }
+        }
+        let map = self.ebpf.map("FILTER").ok_or_else(|| {
+            CollectError::Kernel(format!(
+                "map FILTER missing from the eBPF object: {REBUILD}"
+            ))
+        })?;
+        let aya::maps::Map::Array(data) = map else {
+            return Err(CollectError::Kernel("map FILTER is not an array".into()));
+        };
+        #[repr(C)]
+        struct Attr {
+            map_fd: u32,
+            _pad: u32,
+            key: u64,
+            value: u64,
+            flags: u64,
+        }
+        let key = 0u32;
+        let mut attr = Attr {
+            map_fd: data.fd().as_fd().as_raw_fd() as u32,
+            _pad: 0,
+            key: &key as *const u32 as u64,
+            value: &*filter as *const TgidFilter as u64,
+            flags: 0,
+        };
+        const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+        bpf_syscall(BPF_MAP_UPDATE_ELEM, &mut attr)
+            .map_err(|e| CollectError::io("setting the tree filter", e))?;
+        Ok(())
+    }
+}
+
+fn verifier_context(e: &aya::programs::ProgramError) -> String {
+    match e {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            // The verifier's verdict is the last line before its statistics.
+            let log = verifier_log.to_string();
+            if std::env::var_os("DUMPER_VERIFIER_LOG").is_some() {
+                eprintln!("{log}");
+            }
+            let verdict = log
+                .lines()
+                .rev()
+                .skip_while(|l| !l.starts_with("verification time"))
+                .nth(1)
+                .unwrap_or("(no log)");
+            format!("{io_error}; verifier: {verdict} (set DUMPER_VERIFIER_LOG=1 for the whole log)")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Splits a stream into records of type `T`, checking each header.
+fn decode<T: Copy>(buf: &[u8], kind: u32) -> Result<Vec<T>, CollectError> {
+    let size = std::mem::size_of::<T>();
+    if !buf.len().is_multiple_of(size) {
+        return Err(CollectError::Decode(format!(
+            "iterator stream of {} bytes is not a whole number of {size}-byte records: {REBUILD}",
+            buf.len()
+        )));
+    }
+    buf.chunks_exact(size)
+        .map(|c| {
+            // SAFETY: T is a plain-old-data record; unaligned read of size bytes.
+            let hdr: RecordHeader = unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) };
+            if hdr != RecordHeader::new(kind, size) {
+                return Err(CollectError::Decode(format!(
+                    "record header {:#x}/{} where {:#x}/{size} was expected: userspace and eBPF object disagree, {REBUILD}",
+                    hdr.magic,
+                    hdr.size,
+                    magic(kind)
+                )));
+            }
+            Ok(unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) })
+        })
+        .collect()
+}
+
+fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+impl Collector for BpfCollector {
+    fn name(&self) -> &'static str {
+        "bpf"
+    }
+
+    fn collect(&mut self, target: Target) -> Result<Snapshot, CollectError> {
+        self.read_stream(0)?;
+        let tasks: Vec<TaskRecord> = decode(&self.buf, KIND_TASK)?;
+        let leaders: HashMap<i32, &TaskRecord> = tasks
+            .iter()
+            .filter(|t| t.pid == t.tgid)
+            .map(|t| (t.tgid, t))
+            .collect();
+        let selected: Vec<i32> = match target {
+            Target::System => leaders.keys().copied().collect(),
+            Target::Tree(root) => {
+                let root = tasks
+                    .iter()
+                    .find(|t| t.pid == root)
+                    .map(|t| t.tgid)
+                    .ok_or(CollectError::NoSuchProcess(root))?;
+                tree_members(root, leaders.values().map(|t| (t.tgid, t.ppid)))
+                    .into_iter()
+                    .filter(|p| leaders.contains_key(p))
+                    .collect()
+            }
+        };
+        self.set_filter(match target {
+            Target::System => None,
+            Target::Tree(_) => Some(&selected),
+        })?;
+        self.read_stream(1)?;
+        let files: Vec<FileRecord> = decode(&self.buf, KIND_FILE)?;
+        self.read_stream(2)?;
+        let vmas: Vec<VmaRecord> = decode(&self.buf, KIND_VMA)?;
+
+        let mut paths = PathCache::default();
+        let mut snap = Snapshot::default();
+        let mut index: HashMap<i32, usize> = HashMap::new();
+        for &tgid in &selected {
+            index.insert(tgid, snap.tasks.len());
+            snap.tasks.push(task_from(leaders[&tgid], &mut paths));
+        }
+        for t in &tasks {
+            if let Some(&i) = index.get(&t.tgid) {
+                snap.tasks[i].threads.push(t.pid);
+            }
+        }
+        let mut file_ids: HashMap<u64, u32> = HashMap::new();
+        for f in files.iter().filter(|f| f.pid == f.tgid) {
+            let Some(&i) = index.get(&f.tgid) else {
+                continue;
+            };
+            let next = file_ids.len() as u32;
+            let id = *file_ids.entry(f.file).or_insert(next);
+            if let Some(fd) = fd_from(f, id, &mut paths) {
+                snap.tasks[i].fds.push(fd);
+            }
+        }
+        for v in vmas.iter().filter(|v| v.pid == v.tgid) {
+            let Some(&i) = index.get(&v.tgid) else {
+                continue;
+            };
+            let leader = leaders[&v.tgid];
+            snap.tasks[i].vmas.push(vma_from(v, leader, &mut paths));
+        }
+        self.last_path_lookups = paths.lookups;
+        snap.canonicalize();
+        Ok(snap)
+    }
+}
+
+fn task_from(r: &TaskRecord, paths: &mut PathCache) -> Task {
+    let pid = r.tgid;
+    let link = |name: &'static str| move || format!("/proc/{pid}/{name}").into();
+    let mut groups: Vec<u32> = r.groups[..(r.ngroups as usize).min(MAX_GROUPS)].to_vec();
+    if r.ngroups as usize > MAX_GROUPS {
+        // More than the record carries: complete from /proc (rare).
+        if let Ok(s) = procfs::process::Process::new(pid).and_then(|p| p.status()) {
+            groups = s.groups.iter().map(|&g| g as u32).collect();
+        }
+    }
+    let [uid, euid, suid, fsuid, gid, egid, sgid, fsgid] = r.ids;
+    Task {
+        pid,
+        tgid: r.tgid,
+        ppid: r.ppid,
+        pgid: r.pgid,
+        sid: r.sid,
+        comm: cstr(&r.comm),
+        state: state_letter(r.state, r.exit_state).to_string(),
+        threads: vec![],
+        uid: Ids {
+            real: uid,
+            effective: euid,
+            saved: suid,
+            fs: fsuid,
+        },
+        gid: Ids {
+            real: gid,
+            effective: egid,
+            saved: sgid,
+            fs: fsgid,
+        },
+        groups,
+        caps: Caps {
+            inheritable: r.caps[0],
+            permitted: r.caps[1],
+            effective: r.caps[2],
+            bounding: r.caps[3],
+            ambient: r.caps[4],
+        },
+        signals: SigMasks {
+            blocked: r.sig_blocked,
+            ignored: r.sig_ignored,
+            caught: r.sig_caught,
+        },
+        exit_signal: r.exit_signal,
+        nice: r.static_prio - 120,
+        kthread: r.flags & PF_KTHREAD != 0,
+        cwd: paths.resolve(r.cwd, link("cwd")),
+        root: paths.resolve(r.root, link("root")),
+        exe: paths.resolve(r.exe, link("exe")),
+        fds: vec![],
+        vmas: vec![],
+    }
+}
+
+fn fd_from(r: &FileRecord, id: u32, paths: &mut PathCache) -> Option<Fd> {
+    let dname = cstr(&r.name);
+    let kind = classify::from_kernel(r.i_mode as u32, r.s_magic, &dname, r.sk_family);
+    let path = match classify::pseudo_link(r.s_magic, r.ino, &dname) {
+        Some(p) => p,
+        // None: the fd was closed after the walk; /proc would not list it.
+        None => paths.resolve(r.path, || format!("/proc/{}/fd/{}", r.tgid, r.fd).into())?,
+    };
+    Some(Fd {
+        fd: r.fd,
+        kind,
+        flags: r.f_flags
+            | if r.cloexec != 0 {
+                libc::O_CLOEXEC as u32
+            } else {
+                0
+            },
+        pos: r.pos,
+        mnt_id: r.mnt_id,
+        dev: kdev_to_dev(r.s_dev),
+        ino: r.ino,
+        rdev: if matches!(kind, FileType::Chr | FileType::Blk) {
+            kdev_to_dev(r.rdev)
+        } else {
+            0
+        },
+        path,
+        file_id: id,
+    })
+}
+
+fn vma_from(r: &VmaRecord, mm: &TaskRecord, paths: &mut PathCache) -> Vma {
+    let has_file = r.path != [0, 0];
+    let name = cstr(&r.name);
+    // fs/proc/task_mmu.c get_vma_name(): file, special mapping, then the
+    // initial heap and stack by the mm's brk and start_stack.
+    let path = if has_file {
+        paths.resolve(r.path, || {
+            format!("/proc/{}/map_files/{:x}-{:x}", r.tgid, r.start, r.end).into()
+        })
+    } else if !name.is_empty() {
+        Some(name)
+    } else if r.start < mm.mm_brk && r.end > mm.mm_start_brk {
+        Some("[heap]".into())
+    } else if r.start <= mm.mm_start_stack && r.end >= mm.mm_start_stack {
+        Some("[stack]".into())
+    } else {
+        None
+    };
+    Vma {
+        start: r.start,
+        end: r.end,
+        prot: prot_string(
+            r.flags & VM_READ != 0,
+            r.flags & VM_WRITE != 0,
+            r.flags & VM_EXEC != 0,
+        ),
+        shared: r.flags & VM_MAYSHARE != 0,
+        flags: vm_flag_names(r.flags),
+        pgoff: if has_file { r.pgoff << PAGE_SHIFT } else { 0 },
+        dev: if has_file { kdev_to_dev(r.s_dev) } else { 0 },
+        ino: if has_file { r.ino } else { 0 },
+        path,
+    }
+}

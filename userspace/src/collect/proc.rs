@@ -1,0 +1,324 @@
+//! The reference collector: everything from /proc text files, through the
+//! procfs crate where it covers a file (stat, status, task/, children) and
+//! dumper's own parsers where it does not (fdinfo, smaps). Open file
+//! description identity comes from kcmp(KCMP_FILE).
+
+use super::{classify, fdinfo, kcmp, smaps, vanished, CollectError, Collector, Target};
+use crate::model::{
+    kdev_to_dev, prot_string, smaps_flag_names, Caps, Fd, FileType, Ids, SigMasks, Snapshot, Task,
+    Vma,
+};
+use procfs::process::Process;
+use procfs::ProcError;
+use std::collections::{HashSet, VecDeque};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+#[derive(Default)]
+pub struct ProcCollector {
+    /// Processes a whole-system collection could not read (a non-dumpable
+    /// process of another user namespace, say), with the reason. A tree
+    /// collection fails instead.
+    pub skipped: Vec<(i32, String)>,
+}
+
+impl ProcCollector {
+    pub fn new() -> Self {
+        ProcCollector::default()
+    }
+}
+
+/// Why one process could not be read.
+enum Skip {
+    /// It exited (or an fd closed) while being read: leave it out.
+    Gone,
+    Fail(CollectError),
+}
+
+impl From<ProcError> for Skip {
+    fn from(e: ProcError) -> Self {
+        match e {
+            ProcError::NotFound(_) => Skip::Gone,
+            ProcError::Io(ref io, _) if vanished(io) => Skip::Gone,
+            ProcError::PermissionDenied(p) => Skip::Fail(CollectError::Privilege(format!(
+                "permission denied reading {}: run dumper as root",
+                p.map(|p| p.display().to_string()).unwrap_or_default()
+            ))),
+            other => Skip::Fail(CollectError::Decode(other.to_string())),
+        }
+    }
+}
+
+fn io_skip(what: &Path, e: std::io::Error) -> Skip {
+    if vanished(&e) {
+        Skip::Gone
+    } else if e.kind() == std::io::ErrorKind::PermissionDenied {
+        Skip::Fail(CollectError::Privilege(format!(
+            "permission denied reading {}: run dumper as root (with CAP_SYS_PTRACE)",
+            what.display()
+        )))
+    } else {
+        Skip::Fail(CollectError::io(what.display().to_string(), e))
+    }
+}
+
+impl Collector for ProcCollector {
+    fn name(&self) -> &'static str {
+        "proc"
+    }
+
+    fn skipped(&self) -> &[(i32, String)] {
+        &self.skipped
+    }
+
+    fn collect(&mut self, target: Target) -> Result<Snapshot, CollectError> {
+        let pids = match target {
+            Target::Tree(root) => tree_pids(resolve_tgid(root)?),
+            Target::System => all_pids()?,
+        };
+        let mut snap = Snapshot::default();
+        self.skipped.clear();
+        for pid in pids {
+            match read_task(pid) {
+                Ok(t) => snap.tasks.push(t),
+                Err(Skip::Gone) => {}
+                Err(Skip::Fail(e @ CollectError::Privilege(_))) if target == Target::System => {
+                    self.skipped.push((pid, e.to_string()))
+                }
+                Err(Skip::Fail(e)) => return Err(e),
+            }
+        }
+        if let Target::Tree(root) = target {
+            if snap.tasks.is_empty() {
+                return Err(CollectError::NoSuchProcess(root));
+            }
+        }
+        assign_file_ids(&mut snap);
+        snap.canonicalize();
+        Ok(snap)
+    }
+}
+
+/// The process a pid names (a thread id names its thread group).
+pub fn resolve_tgid(pid: i32) -> Result<i32, CollectError> {
+    let status = Process::new(pid)
+        .and_then(|p| p.status())
+        .map_err(|_| CollectError::NoSuchProcess(pid))?;
+    Ok(status.tgid)
+}
+
+/// `root` and its descendants, found through every thread's `children`
+/// file (CONFIG_PROC_CHILDREN), so only the tree is read, never all of
+/// /proc.
+fn tree_pids(root: i32) -> Vec<i32> {
+    let mut seen = HashSet::from([root]);
+    let mut order = vec![];
+    let mut queue = VecDeque::from([root]);
+    while let Some(pid) = queue.pop_front() {
+        order.push(pid);
+        let Ok(tasks) = Process::new(pid).and_then(|p| p.tasks()) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            for child in task.children().unwrap_or_default() {
+                if seen.insert(child as i32) {
+                    queue.push_back(child as i32);
+                }
+            }
+        }
+    }
+    order
+}
+
+fn all_pids() -> Result<Vec<i32>, CollectError> {
+    let dir = std::fs::read_dir("/proc").map_err(|e| CollectError::io("/proc", e))?;
+    Ok(dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect())
+}
+
+fn read_task(pid: i32) -> Result<Task, Skip> {
+    let p = Process::new(pid)?;
+    let stat = p.stat()?;
+    let status = p.status()?;
+    let threads = p.tasks()?.flatten().map(|t| t.tid).collect();
+    let base = format!("/proc/{pid}");
+    let link = |name: &str| super::paths::readlink(Path::new(&format!("{base}/{name}")));
+    let mut task = Task {
+        pid,
+        tgid: status.tgid,
+        ppid: stat.ppid,
+        pgid: stat.pgrp,
+        sid: stat.session,
+        comm: stat.comm.clone(),
+        state: stat.state.to_string(),
+        threads,
+        uid: Ids {
+            real: status.ruid,
+            effective: status.euid,
+            saved: status.suid,
+            fs: status.fuid,
+        },
+        gid: Ids {
+            real: status.rgid,
+            effective: status.egid,
+            saved: status.sgid,
+            fs: status.fgid,
+        },
+        groups: status.groups.iter().map(|&g| g as u32).collect(),
+        caps: Caps {
+            inheritable: status.capinh,
+            permitted: status.capprm,
+            effective: status.capeff,
+            bounding: status.capbnd.unwrap_or(0),
+            ambient: status.capamb.unwrap_or(0),
+        },
+        signals: SigMasks {
+            blocked: status.sigblk,
+            ignored: status.sigign,
+            caught: status.sigcgt,
+        },
+        exit_signal: stat.exit_signal.unwrap_or(0),
+        nice: stat.nice as i32,
+        kthread: stat.flags & PF_KTHREAD != 0,
+        cwd: link("cwd"),
+        root: link("root"),
+        exe: link("exe"),
+        fds: vec![],
+        vmas: vec![],
+    };
+    task.fds = read_fds(pid)?;
+    task.vmas = read_vmas(pid)?;
+    Ok(task)
+}
+
+fn read_fds(pid: i32) -> Result<Vec<Fd>, Skip> {
+    let dir = format!("/proc/{pid}/fd");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(d) => d,
+        // Zombies and kernel threads have no fd table to show.
+        Err(e) if vanished(&e) || e.raw_os_error() == Some(libc::EACCES) => return Ok(vec![]),
+        Err(e) => return Err(io_skip(Path::new(&dir), e)),
+    };
+    let mut fds = vec![];
+    for entry in entries.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        match read_fd(pid, fd) {
+            Ok(f) => fds.push(f),
+            // Closed while we looked: not part of the snapshot.
+            Err(Skip::Gone) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(fds)
+}
+
+fn read_fd(pid: i32, fd: u32) -> Result<Fd, Skip> {
+    let lnk = format!("/proc/{pid}/fd/{fd}");
+    let path = std::fs::read_link(&lnk).map_err(|e| io_skip(Path::new(&lnk), e))?;
+    let path = path.to_string_lossy().into_owned();
+    let info_path = format!("/proc/{pid}/fdinfo/{fd}");
+    let text =
+        std::fs::read_to_string(&info_path).map_err(|e| io_skip(Path::new(&info_path), e))?;
+    let info = fdinfo::parse(&text)
+        .map_err(|e| Skip::Fail(CollectError::Decode(format!("{info_path}: {e}"))))?;
+    let md = std::fs::metadata(&lnk).map_err(|e| io_skip(Path::new(&lnk), e))?;
+    let proto = if md.mode() & libc::S_IFMT == libc::S_IFSOCK {
+        sockproto(&lnk)
+    } else {
+        None
+    };
+    let kind = classify::from_proc(md.mode(), &path, proto.as_deref());
+    Ok(Fd {
+        fd,
+        kind,
+        flags: info.flags,
+        pos: info.pos,
+        mnt_id: info.mnt_id,
+        dev: md.dev(),
+        ino: info.ino,
+        rdev: if matches!(kind, FileType::Chr | FileType::Blk) {
+            md.rdev()
+        } else {
+            0
+        },
+        path,
+        // Raw identity is filled by assign_file_ids.
+        file_id: 0,
+    })
+}
+
+/// The socket's protocol name (`system.sockprotoname`, net/socket.c).
+fn sockproto(link: &str) -> Option<String> {
+    let c = std::ffi::CString::new(link).ok()?;
+    let mut buf = [0u8; 64];
+    // SAFETY: valid C string and buffer of the given length.
+    let n = unsafe {
+        libc::getxattr(
+            c.as_ptr(),
+            c"system.sockprotoname".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n <= 0 {
+        return None;
+    }
+    let s = &buf[..n as usize];
+    let s = s.split(|&b| b == 0).next().unwrap_or(s);
+    Some(String::from_utf8_lossy(s).into_owned())
+}
+
+fn read_vmas(pid: i32) -> Result<Vec<Vma>, Skip> {
+    let path = format!("/proc/{pid}/smaps");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => return Ok(vec![]),
+        Err(e) => return Err(io_skip(Path::new(&path), e)),
+    };
+    let maps = smaps::parse(&text)
+        .map_err(|e| Skip::Fail(CollectError::Decode(format!("{path}: {e}"))))?;
+    Ok(maps
+        .into_iter()
+        // The gate page is not a vma of the mm (task_vma never sees it) and
+        // no restore can create it: it is in every process already.
+        .filter(|m| m.name != "[vsyscall]")
+        .map(|m| Vma {
+            start: m.start,
+            end: m.end,
+            prot: prot_string(m.read, m.write, m.exec),
+            shared: m.shared,
+            flags: smaps_flag_names(m.vm_flags.iter().map(String::as_str)),
+            pgoff: m.offset,
+            dev: kdev_to_dev((m.major << 20) | m.minor),
+            ino: m.ino,
+            path: (!m.name.is_empty()).then_some(m.name),
+        })
+        .collect())
+}
+
+/// Gives every fd a raw description id (kcmp-equal fds share one); the
+/// snapshot's canonical ids are derived from these.
+fn assign_file_ids(snap: &mut Snapshot) {
+    let all: Vec<(i32, u32, u64, u64)> = snap
+        .tasks
+        .iter()
+        .flat_map(|t| t.fds.iter().map(move |f| (t.pid, f.fd, f.dev, f.ino)))
+        .collect();
+    let ids = kcmp::description_ids(&all);
+    let mut it = ids.into_iter();
+    for t in &mut snap.tasks {
+        for f in &mut t.fds {
+            f.file_id = it.next().unwrap_or(0);
+        }
+    }
+}

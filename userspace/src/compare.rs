@@ -1,0 +1,148 @@
+//! Field-by-field agreement of two snapshots of one tree.
+
+use crate::model::{Snapshot, Task};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Mismatch {
+    /// Where: `task 123 fd 7 pos`, `task 123 vma 7f00..-7f01.. prot`.
+    pub path: String,
+    /// The value each collector gave, in collector order (JSON text;
+    /// `absent` where one collector has no such entry).
+    pub values: Vec<String>,
+}
+
+fn fields(v: &impl Serialize) -> BTreeMap<String, Value> {
+    match serde_json::to_value(v) {
+        Ok(Value::Object(m)) => m.into_iter().collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn diff_fields(
+    path: &str,
+    a: &impl Serialize,
+    b: &impl Serialize,
+    skip: &[&str],
+    out: &mut Vec<Mismatch>,
+) {
+    let (fa, fb) = (fields(a), fields(b));
+    for (k, va) in &fa {
+        if skip.contains(&k.as_str()) {
+            continue;
+        }
+        let vb = fb.get(k).unwrap_or(&Value::Null);
+        if va != vb {
+            out.push(Mismatch {
+                path: format!("{path} {k}"),
+                values: vec![va.to_string(), vb.to_string()],
+            });
+        }
+    }
+}
+
+/// Pairs items by key; reports the unpaired and diffs the paired.
+fn diff_keyed<T: Serialize, K: Ord + Copy>(
+    path: &str,
+    a: &[T],
+    b: &[T],
+    key: impl Fn(&T) -> K,
+    label: impl Fn(K) -> String,
+    out: &mut Vec<Mismatch>,
+) {
+    let ma: BTreeMap<K, &T> = a.iter().map(|x| (key(x), x)).collect();
+    let mb: BTreeMap<K, &T> = b.iter().map(|x| (key(x), x)).collect();
+    for (k, xa) in &ma {
+        let p = format!("{path}{}", label(*k));
+        match mb.get(k) {
+            Some(xb) => diff_fields(&p, xa, xb, &[], out),
+            None => out.push(Mismatch {
+                path: p,
+                values: vec!["present".into(), "absent".into()],
+            }),
+        }
+    }
+    for k in mb.keys().filter(|k| !ma.contains_key(k)) {
+        out.push(Mismatch {
+            path: format!("{path}{}", label(*k)),
+            values: vec!["absent".into(), "present".into()],
+        });
+    }
+}
+
+fn diff_task(a: &Task, b: &Task, out: &mut Vec<Mismatch>) {
+    let p = format!("task {}", a.pid);
+    diff_fields(&p, a, b, &["fds", "vmas"], out);
+    diff_keyed(&p, &a.fds, &b.fds, |f| f.fd, |k| format!(" fd {k}"), out);
+    diff_keyed(
+        &p,
+        &a.vmas,
+        &b.vmas,
+        |v| v.start,
+        |k| format!(" vma {k:x}"),
+        out,
+    );
+}
+
+/// Every difference between two canonical snapshots.
+pub fn diff(a: &Snapshot, b: &Snapshot) -> Vec<Mismatch> {
+    let mut out = vec![];
+    let ta: BTreeMap<i32, &Task> = a.tasks.iter().map(|t| (t.pid, t)).collect();
+    let tb: BTreeMap<i32, &Task> = b.tasks.iter().map(|t| (t.pid, t)).collect();
+    for (pid, t) in &ta {
+        match tb.get(pid) {
+            Some(u) => diff_task(t, u, &mut out),
+            None => out.push(Mismatch {
+                path: format!("task {pid}"),
+                values: vec!["present".into(), "absent".into()],
+            }),
+        }
+    }
+    for pid in tb.keys().filter(|p| !ta.contains_key(p)) {
+        out.push(Mismatch {
+            path: format!("task {pid}"),
+            values: vec!["absent".into(), "present".into()],
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Fd, Task};
+
+    #[test]
+    fn finds_each_kind_of_difference() {
+        let t = |pos| Task {
+            pid: 5,
+            comm: "a".into(),
+            fds: vec![Fd {
+                fd: 7,
+                pos,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let a = Snapshot { tasks: vec![t(10)] };
+        let mut b = Snapshot { tasks: vec![t(12)] };
+        assert_eq!(
+            diff(&a, &b),
+            vec![Mismatch {
+                path: "task 5 fd 7 pos".into(),
+                values: vec!["10".into(), "12".into()]
+            }]
+        );
+        b.tasks[0].comm = "b".into();
+        b.tasks[0].fds.clear();
+        b.tasks.push(Task {
+            pid: 6,
+            ..Default::default()
+        });
+        let paths: Vec<String> = diff(&a, &b).into_iter().map(|m| m.path).collect();
+        assert_eq!(paths, ["task 5 comm", "task 5 fd 7", "task 6"]);
+        assert!(diff(&a, &a).is_empty());
+    }
+}
