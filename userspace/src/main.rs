@@ -52,6 +52,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Freeze a tree and hold it until stdin closes or dumper is killed
+    /// (for debugging and for tests of the freezer).
+    #[command(hide = true)]
+    Freeze {
+        #[arg(short = 't', long = "tree", value_name = "PID")]
+        tree: i32,
+    },
     /// Run the built-in sample tree (used by `cargo xtask demo` and the
     /// tests): prints its manifest as JSON, lives until stdin closes.
     #[command(hide = true)]
@@ -166,7 +173,19 @@ fn run_compare(tree: i32, names: &[String], json: bool) -> Result<bool> {
     Ok(agree)
 }
 
+fn run_freeze(tree: i32) -> Result<()> {
+    let frozen = Frozen::freeze(tree)?;
+    println!("{{\"frozen_threads\": {}}}", frozen.threads());
+    let mut sink = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink)?;
+    frozen.thaw();
+    Ok(())
+}
+
 fn main() {
+    // Die quietly on a closed pipe (`dumper collect | head`), as CLI tools do.
+    // SAFETY: restoring a default signal disposition.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Collect {
@@ -180,6 +199,7 @@ fn main() {
             collect,
             json,
         } => run_compare(tree, &collect, json),
+        Cmd::Freeze { tree } => run_freeze(tree).map(|_| true),
         Cmd::Sample => dumper::sample::run(),
     };
     match r {

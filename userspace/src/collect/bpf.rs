@@ -126,6 +126,23 @@ fn iter_create(link: &OwnedFd) -> std::io::Result<File> {
     Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
 }
 
+/// Refuses an object built for another kernel: without CO-RE its field
+/// offsets would silently read the wrong fields.
+fn check_btf(in_object: Option<u64>, running: u64) -> Result<(), CollectError> {
+    let built = in_object.ok_or_else(|| {
+        CollectError::Kernel(format!(
+            "the embedded eBPF object carries no BTF digest: {REBUILD}"
+        ))
+    })?;
+    if built != running || build::BTF_DIGEST != built {
+        return Err(CollectError::Kernel(format!(
+            "the eBPF programs were built for another kernel (BTF {} digest {built:016x}, running kernel {running:016x}): {REBUILD}",
+            build::BTF_PATH
+        )));
+    }
+    Ok(())
+}
+
 impl BpfCollector {
     /// Loads and verifies the programs: the cold cost of this collector.
     pub fn load() -> Result<Self, CollectError> {
@@ -135,18 +152,7 @@ impl BpfCollector {
                 "this kernel has no BTF at /sys/kernel/btf/vmlinux ({e}): --collect=bpf needs CONFIG_DEBUG_INFO_BTF=y; use --collect=proc"
             ))
         })?;
-        let running = xxhash_rust::xxh3::xxh3_64(&raw);
-        let built = object_btf_digest(OBJECT).ok_or_else(|| {
-            CollectError::Kernel(format!(
-                "the embedded eBPF object carries no BTF digest: {REBUILD}"
-            ))
-        })?;
-        if built != running || build::BTF_DIGEST != built {
-            return Err(CollectError::Kernel(format!(
-                "the eBPF programs were built for another kernel (BTF {} digest {built:016x}, running kernel {running:016x}): {REBUILD}",
-                build::BTF_PATH
-            )));
-        }
+        check_btf(object_btf_digest(OBJECT), xxhash_rust::xxh3::xxh3_64(&raw))?;
         let btf = Btf::parse(&raw, Endianness::default())
             .map_err(|e| CollectError::Kernel(format!("cannot parse the kernel's BTF: {e}")))?;
         let mut ebpf = EbpfLoader::new()
@@ -489,5 +495,52 @@ fn vma_from(r: &VmaRecord, mm: &TaskRecord, paths: &mut PathCache) -> Vma {
         dev: if has_file { kdev_to_dev(r.s_dev) } else { 0 },
         ino: if has_file { r.ino } else { 0 },
         path,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_records_the_btf_it_was_built_for() {
+        assert_eq!(object_btf_digest(OBJECT), Some(build::BTF_DIGEST));
+    }
+
+    #[test]
+    fn refuses_another_kernels_btf() {
+        let e = check_btf(Some(build::BTF_DIGEST), build::BTF_DIGEST ^ 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("built for another kernel") && e.contains("cargo xtask build-ebpf"),
+            "{e}"
+        );
+        assert!(check_btf(None, 1).is_err());
+        assert!(check_btf(Some(build::BTF_DIGEST), build::BTF_DIGEST).is_ok());
+    }
+
+    #[test]
+    fn decode_checks_headers() {
+        let mut rec: VmaRecord = unsafe { std::mem::zeroed() };
+        rec.hdr = RecordHeader::new(KIND_VMA, std::mem::size_of::<VmaRecord>());
+        rec.start = 0x1000;
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                &rec as *const VmaRecord as *const u8,
+                std::mem::size_of::<VmaRecord>(),
+            )
+        }
+        .to_vec();
+        let v: Vec<VmaRecord> = decode(&bytes, KIND_VMA).unwrap();
+        assert_eq!(v[0].start, 0x1000);
+        assert!(
+            decode::<VmaRecord>(&bytes, KIND_FILE).is_err(),
+            "wrong kind"
+        );
+        assert!(
+            decode::<VmaRecord>(&bytes[1..], KIND_VMA).is_err(),
+            "torn stream"
+        );
     }
 }

@@ -1,0 +1,218 @@
+//! The `dumper` command line on real processes: outputs, exit codes, and
+//! one-line errors for bad input. Needs root (see tests/collect.rs).
+
+use dumper::sample::SampleTree;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_dumper"))
+}
+
+fn root_or_skip(test: &str) -> bool {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("{test}: skipped, needs root");
+        return false;
+    }
+    true
+}
+
+fn dumper(args: &[&str]) -> Output {
+    Command::new(exe()).args(args).output().unwrap()
+}
+
+fn stderr_line(o: &Output) -> String {
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(
+        e.trim_end().lines().count(),
+        1,
+        "want one line of error, got {e:?}"
+    );
+    assert!(!e.contains("panicked"), "{e}");
+    e
+}
+
+fn states(pid: i32) -> Vec<char> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| {
+            let s = std::fs::read_to_string(t.path().join("stat")).unwrap();
+            s[s.rfind(')').unwrap() + 2..].chars().next().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn compare_agrees_on_the_sample_tree_root() {
+    if !root_or_skip("compare_agrees_on_the_sample_tree_root") {
+        return;
+    }
+    let t = SampleTree::start(exe()).unwrap();
+    let o = dumper(&["compare", "-t", &t.manifest.root.to_string(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["agree"], true);
+    assert_eq!(v["tasks"], 6);
+    assert!(v["fds"].as_u64().unwrap() > 100 && v["vmas"].as_u64().unwrap() > 100);
+    assert_eq!(v["mismatches"].as_array().unwrap().len(), 0);
+    assert!(
+        v["timings"]["proc"].as_u64().unwrap() > 0 && v["timings"]["bpf"].as_u64().unwrap() > 0
+    );
+    // Released: nothing left in tracing stop.
+    assert!(!states(t.manifest.root).contains(&'t'));
+    let human = dumper(&["compare", "-t", &t.manifest.root.to_string()]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.status.success() && text.contains("proc vs bpf: agree on 6 tasks"),
+        "{text}"
+    );
+}
+
+#[test]
+fn collect_json_has_the_documented_shape_root() {
+    if !root_or_skip("collect_json_has_the_documented_shape_root") {
+        return;
+    }
+    let t = SampleTree::start(exe()).unwrap();
+    for c in ["proc", "bpf"] {
+        let o = dumper(&[
+            "collect",
+            "-t",
+            &t.manifest.root.to_string(),
+            "--collect",
+            c,
+            "--json",
+        ]);
+        assert!(o.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let task = &v["tasks"][0];
+        for k in [
+            "pid", "tgid", "ppid", "pgid", "sid", "comm", "state", "threads", "fds", "vmas",
+        ] {
+            assert!(!task[k].is_null(), "{c}: task.{k}");
+        }
+        for k in [
+            "fd", "type", "flags", "pos", "path", "ino", "dev", "file_id",
+        ] {
+            assert!(!task["fds"][0][k].is_null(), "{c}: fd.{k}");
+        }
+        for k in [
+            "start", "end", "prot", "shared", "pgoff", "path", "ino", "dev",
+        ] {
+            assert!(task["vmas"][0].get(k).is_some(), "{c}: vma.{k}");
+        }
+        let types: Vec<&str> = task["fds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["type"].as_str().unwrap())
+            .collect();
+        assert!(
+            types.contains(&"eventfd") && types.contains(&"reg"),
+            "{types:?}"
+        );
+        let human = dumper(&[
+            "collect",
+            "-t",
+            &t.manifest.root.to_string(),
+            "--collect",
+            c,
+        ]);
+        assert!(String::from_utf8_lossy(&human.stdout).starts_with("6 processes, 9 threads"));
+    }
+}
+
+#[test]
+fn bad_input_gets_one_line_and_nonzero_exit_root() {
+    if !root_or_skip("bad_input_gets_one_line_and_nonzero_exit_root") {
+        return;
+    }
+    // A pid that does not exist (beyond pid_max).
+    for c in ["proc", "bpf"] {
+        let o = dumper(&["collect", "-t", "999999999", "--collect", c]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr_line(&o).contains("no process 999999999"));
+    }
+    let o = dumper(&["compare", "-t", "999999999"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr_line(&o).contains("no process 999999999"));
+    let o = dumper(&["collect", "-t", "1", "--collect", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr_line(&o).contains("unknown collector \"nope\""));
+    let o = dumper(&["compare", "-t", "1", "--collect", "proc"]);
+    assert!(stderr_line(&o).contains("at least two collectors"));
+}
+
+#[test]
+fn without_privilege_bpf_says_what_is_missing_root() {
+    if !root_or_skip("without_privilege_bpf_says_what_is_missing_root") {
+        return;
+    }
+    // Drop to nobody with no capabilities.
+    let me = std::process::id().to_string();
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(exe())
+        .args(["collect", "-t", &me, "--collect", "bpf"])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr_line(&o);
+    assert!(
+        e.contains("needs CAP_BPF and CAP_PERFMON") && e.contains("--collect=proc"),
+        "{e}"
+    );
+}
+
+/// The freezer never leaves the tree stopped: not when released, and not
+/// when dumper is killed while holding it (SIGINT, SIGTERM, SIGKILL).
+#[test]
+fn freezing_always_releases_the_tree_root() {
+    if !root_or_skip("freezing_always_releases_the_tree_root") {
+        return;
+    }
+    let t = SampleTree::start(exe()).unwrap();
+    let root = t.manifest.root;
+    for sig in [0, libc::SIGINT, libc::SIGTERM, libc::SIGKILL] {
+        let mut f = Command::new(exe())
+            .args(["freeze", "-t", &root.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(f.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("\"frozen_threads\": 8"), "{line}");
+        for pid in [root, t.manifest.a, t.manifest.c] {
+            assert!(
+                states(pid).iter().all(|&s| s == 't'),
+                "pid {pid} not frozen: {:?}",
+                states(pid)
+            );
+        }
+        if sig == 0 {
+            drop(f.stdin.take());
+        } else {
+            unsafe { libc::kill(f.id() as i32, sig) };
+        }
+        f.wait().unwrap();
+        // The kernel detaches a dead tracer's tracees synchronously; woken,
+        // they may still be running on their way back to pause().
+        for pid in [root, t.manifest.a, t.manifest.b, t.manifest.c, t.manifest.d] {
+            let s = states(pid);
+            assert!(
+                s.iter().all(|&s| s == 'S' || s == 'R'),
+                "signal {sig}: pid {pid} left {s:?}"
+            );
+        }
+    }
+}
