@@ -1,1 +1,228 @@
-fn main() {}
+//! Developer workflows: `cargo xtask <setup|build-ebpf|test|demo>`.
+//!
+//! Every command that needs the eBPF toolchain runs `setup` first, so the
+//! README's two commands work on a fresh machine with nothing installed by
+//! hand.
+
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// bpf-linker release built by setup (features select the LLVM major).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The toolchain that builds ebpf/ (ebpf/rust-toolchain.toml says the same).
+const EBPF_TOOLCHAIN: &str = "nightly";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let st = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let o = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !o.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&o.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn data_dir() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(home).join(".local/share/dumper")
+}
+
+fn cargo_bin() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(home).join(".cargo/bin")
+}
+
+/// Debian packages: a C toolchain (bpf-linker's build, -sys crates) and
+/// util-linux's setpriv (the privilege tests).
+fn setup_apt() -> Result<()> {
+    let missing: Vec<&str> = [("cc", "build-essential"), ("setpriv", "util-linux")]
+        .iter()
+        .filter(|(cmd, _)| !have(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run(Command::new("apt-get").arg("update"))?;
+    run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends"]).args(&missing))
+}
+
+fn setup_rustup() -> Result<()> {
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
+    if !toolchains.lines().any(|l| l.starts_with(EBPF_TOOLCHAIN)) {
+        run(Command::new("rustup").args(["toolchain", "install", EBPF_TOOLCHAIN, "--profile", "minimal"]))?;
+    }
+    run(Command::new("rustup").args(["component", "add", "rust-src", "rustfmt", "--toolchain", EBPF_TOOLCHAIN]))?;
+    run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]).current_dir(root()))
+}
+
+/// bpf-linker must be built against the nightly's own LLVM (there is no
+/// system LLVM >= 21 here): a prefix whose lib/ links to the sysroot's
+/// libLLVM, and the llvm-NN feature for its major version. A stamp records
+/// which nightly it was built for; a nightly update rebuilds it.
+fn setup_bpf_linker() -> Result<()> {
+    let vv = output(Command::new("rustc").arg(format!("+{EBPF_TOOLCHAIN}")).arg("-vV"))?;
+    let llvm = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("rustc -vV shows no LLVM version")?;
+    let major = llvm.split('.').next().unwrap_or_default();
+    let stamp = data_dir().join("bpf-linker.stamp");
+    let want = format!("{BPF_LINKER_VERSION} {vv}");
+    let linker = cargo_bin().join("bpf-linker");
+    let works = Command::new(&linker)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if works && std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
+        return Ok(());
+    }
+    let sysroot = output(Command::new("rustc").arg(format!("+{EBPF_TOOLCHAIN}")).args(["--print", "sysroot"]))?;
+    let syslib = Path::new(sysroot.trim()).join("lib");
+    let prefix = data_dir().join("llvm-prefix");
+    let lib = prefix.join("lib");
+    let _ = std::fs::remove_dir_all(&prefix);
+    std::fs::create_dir_all(&lib)?;
+    let mut versioned = None;
+    for e in std::fs::read_dir(&syslib)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("libLLVM") && name.contains(".so") {
+            std::os::unix::fs::symlink(e.path(), lib.join(&name))?;
+            if name.starts_with("libLLVM.so.") {
+                versioned = Some(e.path());
+            }
+        }
+    }
+    let versioned = versioned.with_context(|| format!("no libLLVM.so.* in {}", syslib.display()))?;
+    std::os::unix::fs::symlink(&versioned, lib.join("libLLVM.so"))?;
+    eprintln!("building bpf-linker {BPF_LINKER_VERSION} against the {EBPF_TOOLCHAIN} toolchain's LLVM {llvm} (about a minute)");
+    run(Command::new("cargo")
+        .arg(format!("+{EBPF_TOOLCHAIN}"))
+        .args(["install", "bpf-linker", "--locked", "--force", "--version", BPF_LINKER_VERSION])
+        .args(["--no-default-features", "--features", &format!("llvm-{major}")])
+        .env("LLVM_PREFIX", &prefix)
+        .env_remove("RUSTUP_TOOLCHAIN"))?;
+    std::fs::create_dir_all(data_dir())?;
+    std::fs::write(stamp, want)?;
+    Ok(())
+}
+
+fn setup() -> Result<()> {
+    setup_apt()?;
+    setup_rustup()?;
+    setup_bpf_linker()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn build_ebpf(args: &[String]) -> Result<()> {
+    let mut btf = None;
+    let mut release = true;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--btf" => btf = Some(it.next().context("--btf needs a path (a BTF blob or a vmlinux with .BTF)")?),
+            "--debug" => release = false,
+            other => bail!("build-ebpf: unknown argument {other:?} (takes --btf PATH, --debug)"),
+        }
+    }
+    setup()?;
+    let mut c = cargo();
+    c.args(["build", "-p", "dumper"]);
+    if release {
+        c.arg("--release");
+    }
+    if let Some(b) = btf {
+        let b = std::fs::canonicalize(b).with_context(|| format!("BTF {b}"))?;
+        c.env("DUMPER_BTF", b);
+    }
+    run(&mut c)?;
+    let dir = if release { "release" } else { "debug" };
+    eprintln!("built {}/target/{dir}/dumper with the eBPF programs embedded", root().display());
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    setup()?;
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(Command::new("cargo")
+        .arg(format!("+{EBPF_TOOLCHAIN}"))
+        .args(["fmt", "--check"])
+        .current_dir(root().join("ebpf"))
+        .env_remove("RUSTUP_TOOLCHAIN"))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args(["test", "--workspace"]))
+}
+
+fn demo() -> Result<()> {
+    setup()?;
+    run(cargo().args(["build", "--release", "-p", "dumper"]))?;
+    let dumper = root().join("target/release/dumper");
+    let mut sample = Command::new(&dumper)
+        .arg("sample")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the sample tree")?;
+    let mut line = String::new();
+    BufReader::new(sample.stdout.take().unwrap()).read_line(&mut line)?;
+    let manifest: serde_json::Value = serde_json::from_str(&line).context("sample manifest")?;
+    let pid = manifest["root"].to_string();
+    println!("\nsample tree at pid {pid}: every fd type and mapping kind dumper models\n");
+    println!("$ dumper collect -t {pid} --collect bpf");
+    let r1 = run(Command::new(&dumper).args(["collect", "-t", &pid, "--collect", "bpf"]));
+    println!("\n$ dumper compare -t {pid}");
+    let r2 = run(Command::new(&dumper).args(["compare", "-t", &pid]));
+    drop(sample.stdin.take());
+    let _ = sample.kill();
+    let _ = sample.wait();
+    r1.and(r2)
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("build-ebpf") => build_ebpf(&args[1..]),
+        Some("test") => test(),
+        Some("demo") => demo(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\
+                 \n  setup                 install what building needs (apt packages, rustup pieces, bpf-linker)\
+                 \n  build-ebpf [--btf P]  build dumper with eBPF programs for the kernel whose BTF is P\
+                 \n                        (default /sys/kernel/btf/vmlinux; a vmlinux ELF works too)\
+                 \n  test                  the whole suite: fmt, clippy, unit and integration tests\
+                 \n  demo                  start the sample tree and run `dumper compare` on it"
+            );
+            std::process::exit(2);
+        }
+    }
+}
