@@ -96,7 +96,7 @@ fn check_sample(name: &str, s: &Snapshot, t: &SampleTree) {
     let data = format!("{}/data", m.dir);
     let append = named("append");
     assert_eq!(
-        (append.kind, append.pos, append.path.as_str()),
+        (append.kind, append.pos, &*append.path),
         (FileType::Reg, 100, data.as_str()),
         "{name}"
     );
@@ -146,20 +146,17 @@ fn check_sample(name: &str, s: &Snapshot, t: &SampleTree) {
         assert_eq!(named(n).kind, k, "{name}: fd {n}");
     }
     let pipe = named("pipe_r");
-    assert_eq!(pipe.path, format!("pipe:[{}]", pipe.ino));
+    assert_eq!(&*pipe.path, format!("pipe:[{}]", pipe.ino));
     assert_ne!(pipe.file_id, named("pipe_w").file_id);
-    assert_eq!(named("fifo").path, format!("{}/fifo", m.dir));
+    assert_eq!(&*named("fifo").path, format!("{}/fifo", m.dir));
     assert!(
         named("memfd").path.starts_with("/memfd:sample"),
         "{name}: {}",
         named("memfd").path
     );
     let null = named("chr");
-    assert_eq!(
-        (null.path.as_str(), null.rdev),
-        ("/dev/null", libc::makedev(1, 3))
-    );
-    assert_eq!(named("eventfd").path, "anon_inode:[eventfd]");
+    assert_eq!((&*null.path, null.rdev), ("/dev/null", libc::makedev(1, 3)));
+    assert_eq!(&*named("eventfd").path, "anon_inode:[eventfd]");
     assert_ne!(named("epoll").flags & libc::O_CLOEXEC as u32, 0);
     // Inherited across fork: the same descriptions in the children.
     assert_eq!(
@@ -172,7 +169,9 @@ fn check_sample(name: &str, s: &Snapshot, t: &SampleTree) {
     let own: Vec<_> = d
         .fds
         .iter()
-        .filter(|f| f.path == data && f.file_id != append.file_id && f.file_id != nonblock.file_id)
+        .filter(|f| {
+            *f.path == *data && f.file_id != append.file_id && f.file_id != nonblock.file_id
+        })
         .collect();
     assert_eq!(own.len(), 1, "{name}: d's own open of {data}");
 
@@ -186,20 +185,29 @@ fn check_sample(name: &str, s: &Snapshot, t: &SampleTree) {
     };
     let guard = vma("guard");
     assert_eq!(
-        (guard.prot.as_str(), guard.path.as_deref(), guard.shared),
+        (
+            guard.prot.to_string().as_str(),
+            guard.path.as_deref(),
+            guard.shared
+        ),
         ("---", None, false),
         "{name}"
     );
     let sf = vma("shared_file");
     assert_eq!(
-        (sf.prot.as_str(), sf.shared, sf.pgoff, sf.path.as_deref()),
+        (
+            sf.prot.to_string().as_str(),
+            sf.shared,
+            sf.pgoff,
+            sf.path.as_deref()
+        ),
         ("rw-", true, 4096, Some(data.as_str())),
         "{name}"
     );
     assert_eq!(sf.ino, append.ino);
     let pf = vma("private_file");
     assert_eq!(
-        (pf.prot.as_str(), pf.shared, pf.pgoff),
+        (pf.prot.to_string().as_str(), pf.shared, pf.pgoff),
         ("r--", false, 0),
         "{name}"
     );
@@ -219,18 +227,9 @@ fn check_sample(name: &str, s: &Snapshot, t: &SampleTree) {
         (true, Some("/dev/zero (deleted)")),
         "{name}"
     );
-    assert!(
-        vma("locked").flags.contains(&"lo".to_string()),
-        "{name}: locked"
-    );
-    assert!(
-        vma("dontdump").flags.contains(&"dd".to_string()),
-        "{name}: dontdump"
-    );
-    assert!(
-        vma("growsdown").flags.contains(&"gd".to_string()),
-        "{name}: growsdown"
-    );
+    assert!(vma("locked").flags.has("lo"), "{name}: locked");
+    assert!(vma("dontdump").flags.has("dd"), "{name}: dontdump");
+    assert!(vma("growsdown").flags.has("gd"), "{name}: growsdown");
     assert_eq!(vma("heap").path.as_deref(), Some("[heap]"), "{name}: heap");
     for special in ["[stack]", "[vdso]", "[vvar]"] {
         assert!(

@@ -15,12 +15,17 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const EBPF_TOOLCHAIN: &str = "nightly";
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {cmd:?}");
-    let st = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !st.success() {
         bail!("{cmd:?} failed ({st})");
     }
@@ -28,9 +33,14 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn output(cmd: &mut Command) -> Result<String> {
-    let o = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
+    let o = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !o.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&o.stderr).trim());
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
@@ -65,16 +75,33 @@ fn setup_apt() -> Result<()> {
         return Ok(());
     }
     run(Command::new("apt-get").arg("update"))?;
-    run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends"]).args(&missing))
+    run(Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing))
 }
 
 fn setup_rustup() -> Result<()> {
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
     if !toolchains.lines().any(|l| l.starts_with(EBPF_TOOLCHAIN)) {
-        run(Command::new("rustup").args(["toolchain", "install", EBPF_TOOLCHAIN, "--profile", "minimal"]))?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            EBPF_TOOLCHAIN,
+            "--profile",
+            "minimal",
+        ]))?;
     }
-    run(Command::new("rustup").args(["component", "add", "rust-src", "rustfmt", "--toolchain", EBPF_TOOLCHAIN]))?;
-    run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]).current_dir(root()))
+    run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "rustfmt",
+        "--toolchain",
+        EBPF_TOOLCHAIN,
+    ]))?;
+    run(Command::new("rustup")
+        .args(["component", "add", "rustfmt", "clippy"])
+        .current_dir(root()))
 }
 
 /// bpf-linker must be built against the nightly's own LLVM (there is no
@@ -82,7 +109,11 @@ fn setup_rustup() -> Result<()> {
 /// libLLVM, and the llvm-NN feature for its major version. A stamp records
 /// which nightly it was built for; a nightly update rebuilds it.
 fn setup_bpf_linker() -> Result<()> {
-    let vv = output(Command::new("rustc").arg(format!("+{EBPF_TOOLCHAIN}")).arg("-vV"))?;
+    let vv = output(
+        Command::new("rustc")
+            .arg(format!("+{EBPF_TOOLCHAIN}"))
+            .arg("-vV"),
+    )?;
     let llvm = vv
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
@@ -100,7 +131,11 @@ fn setup_bpf_linker() -> Result<()> {
     if works && std::fs::read_to_string(&stamp).is_ok_and(|s| s == want) {
         return Ok(());
     }
-    let sysroot = output(Command::new("rustc").arg(format!("+{EBPF_TOOLCHAIN}")).args(["--print", "sysroot"]))?;
+    let sysroot = output(
+        Command::new("rustc")
+            .arg(format!("+{EBPF_TOOLCHAIN}"))
+            .args(["--print", "sysroot"]),
+    )?;
     let syslib = Path::new(sysroot.trim()).join("lib");
     let prefix = data_dir().join("llvm-prefix");
     let lib = prefix.join("lib");
@@ -116,13 +151,25 @@ fn setup_bpf_linker() -> Result<()> {
             }
         }
     }
-    let versioned = versioned.with_context(|| format!("no libLLVM.so.* in {}", syslib.display()))?;
+    let versioned =
+        versioned.with_context(|| format!("no libLLVM.so.* in {}", syslib.display()))?;
     std::os::unix::fs::symlink(&versioned, lib.join("libLLVM.so"))?;
     eprintln!("building bpf-linker {BPF_LINKER_VERSION} against the {EBPF_TOOLCHAIN} toolchain's LLVM {llvm} (about a minute)");
     run(Command::new("cargo")
         .arg(format!("+{EBPF_TOOLCHAIN}"))
-        .args(["install", "bpf-linker", "--locked", "--force", "--version", BPF_LINKER_VERSION])
-        .args(["--no-default-features", "--features", &format!("llvm-{major}")])
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--force",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
+        .args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+        ])
         .env("LLVM_PREFIX", &prefix)
         .env_remove("RUSTUP_TOOLCHAIN"))?;
     std::fs::create_dir_all(data_dir())?;
@@ -148,7 +195,12 @@ fn build_ebpf(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--btf" => btf = Some(it.next().context("--btf needs a path (a BTF blob or a vmlinux with .BTF)")?),
+            "--btf" => {
+                btf = Some(
+                    it.next()
+                        .context("--btf needs a path (a BTF blob or a vmlinux with .BTF)")?,
+                )
+            }
             "--debug" => release = false,
             other => bail!("build-ebpf: unknown argument {other:?} (takes --btf PATH, --debug)"),
         }
@@ -165,7 +217,10 @@ fn build_ebpf(args: &[String]) -> Result<()> {
     }
     run(&mut c)?;
     let dir = if release { "release" } else { "debug" };
-    eprintln!("built {}/target/{dir}/dumper with the eBPF programs embedded", root().display());
+    eprintln!(
+        "built {}/target/{dir}/dumper with the eBPF programs embedded",
+        root().display()
+    );
     Ok(())
 }
 
@@ -177,7 +232,14 @@ fn test() -> Result<()> {
         .args(["fmt", "--check"])
         .current_dir(root().join("ebpf"))
         .env_remove("RUSTUP_TOOLCHAIN"))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     run(cargo().args(["test", "--workspace"]))
 }
 

@@ -8,8 +8,8 @@
 
 use super::{classify, paths::PathCache, tree_members, CollectError, Collector, Target};
 use crate::model::{
-    kdev_to_dev, prot_string, state_letter, vm_flag_names, Caps, Fd, FileType, Ids, SigMasks,
-    Snapshot, Task, Vma,
+    kdev_to_dev, state_letter, Caps, Fd, FileType, Ids, Prot, SigMasks, Snapshot, Task, VmFlags,
+    Vma,
 };
 use aya::programs::{links::FdLink, Iter};
 use aya::{Btf, Ebpf, EbpfLoader, Endianness};
@@ -424,9 +424,9 @@ fn task_from(r: &TaskRecord, paths: &mut PathCache) -> Task {
         exit_signal: r.exit_signal,
         nice: r.static_prio - 120,
         kthread: r.flags & PF_KTHREAD != 0,
-        cwd: paths.resolve(r.cwd, link("cwd")),
-        root: paths.resolve(r.root, link("root")),
-        exe: paths.resolve(r.exe, link("exe")),
+        cwd: paths.resolve(r.cwd, link("cwd")).map(|p| p.to_string()),
+        root: paths.resolve(r.root, link("root")).map(|p| p.to_string()),
+        exe: paths.resolve(r.exe, link("exe")).map(|p| p.to_string()),
         fds: vec![],
         vmas: vec![],
     }
@@ -436,7 +436,7 @@ fn fd_from(r: &FileRecord, id: u32, paths: &mut PathCache) -> Option<Fd> {
     let dname = cstr(&r.name);
     let kind = classify::from_kernel(r.i_mode as u32, r.s_magic, &dname, r.sk_family);
     let path = match classify::pseudo_link(r.s_magic, r.ino, &dname) {
-        Some(p) => p,
+        Some(p) => p.into(),
         // None: the fd was closed after the walk; /proc would not list it.
         None => paths.resolve(r.path, || format!("/proc/{}/fd/{}", r.tgid, r.fd).into())?,
     };
@@ -473,7 +473,7 @@ fn vma_from(r: &VmaRecord, mm: &TaskRecord, paths: &mut PathCache) -> Vma {
             format!("/proc/{}/map_files/{:x}-{:x}", r.tgid, r.start, r.end).into()
         })
     } else if !name.is_empty() {
-        Some(name)
+        Some(name.into())
     } else if r.start < mm.mm_brk && r.end > mm.mm_start_brk {
         Some("[heap]".into())
     } else if r.start <= mm.mm_start_stack && r.end >= mm.mm_start_stack {
@@ -484,13 +484,13 @@ fn vma_from(r: &VmaRecord, mm: &TaskRecord, paths: &mut PathCache) -> Vma {
     Vma {
         start: r.start,
         end: r.end,
-        prot: prot_string(
-            r.flags & VM_READ != 0,
-            r.flags & VM_WRITE != 0,
-            r.flags & VM_EXEC != 0,
-        ),
+        prot: Prot {
+            read: r.flags & VM_READ != 0,
+            write: r.flags & VM_WRITE != 0,
+            exec: r.flags & VM_EXEC != 0,
+        },
         shared: r.flags & VM_MAYSHARE != 0,
-        flags: vm_flag_names(r.flags),
+        flags: VmFlags::from_kernel(r.flags),
         pgoff: if has_file { r.pgoff << PAGE_SHIFT } else { 0 },
         dev: if has_file { kdev_to_dev(r.s_dev) } else { 0 },
         ino: if has_file { r.ino } else { 0 },

@@ -6,10 +6,11 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Default)]
 pub struct PathCache {
-    known: HashMap<[u64; 2], Option<String>>,
+    known: HashMap<[u64; 2], Arc<str>>,
     /// readlink calls made: the cost this cache exists to bound.
     pub lookups: usize,
 }
@@ -17,21 +18,19 @@ pub struct PathCache {
 impl PathCache {
     /// The path of the file whose identity is `key`, read (once) from the
     /// /proc link `link` when not known yet. None when the link is gone.
-    pub fn resolve(&mut self, key: [u64; 2], link: impl FnOnce() -> PathBuf) -> Option<String> {
+    pub fn resolve(&mut self, key: [u64; 2], link: impl FnOnce() -> PathBuf) -> Option<Arc<str>> {
         if key == [0, 0] {
             return None;
         }
         if let Some(p) = self.known.get(&key) {
-            return p.clone();
+            return Some(p.clone());
         }
         self.lookups += 1;
-        let p = readlink(&link());
         // A failed lookup is not cached: another process may still hold
         // the same file and resolve it.
-        if p.is_some() {
-            self.known.insert(key, p.clone());
-        }
-        p
+        let p: Arc<str> = readlink(&link())?.into();
+        self.known.insert(key, p.clone());
+        Some(p)
     }
 }
 

@@ -5,8 +5,7 @@
 
 use super::{classify, fdinfo, kcmp, smaps, vanished, CollectError, Collector, Target};
 use crate::model::{
-    kdev_to_dev, prot_string, smaps_flag_names, Caps, Fd, FileType, Ids, SigMasks, Snapshot, Task,
-    Vma,
+    kdev_to_dev, Caps, Fd, FileType, Ids, Prot, SigMasks, Snapshot, Task, VmFlags, Vma,
 };
 use procfs::process::Process;
 use procfs::ProcError;
@@ -251,7 +250,7 @@ fn read_fd(pid: i32, fd: u32) -> Result<Fd, Skip> {
         } else {
             0
         },
-        path,
+        path: path.into(),
         // Raw identity is filled by assign_file_ids.
         file_id: 0,
     })
@@ -295,13 +294,17 @@ fn read_vmas(pid: i32) -> Result<Vec<Vma>, Skip> {
         .map(|m| Vma {
             start: m.start,
             end: m.end,
-            prot: prot_string(m.read, m.write, m.exec),
+            prot: Prot {
+                read: m.read,
+                write: m.write,
+                exec: m.exec,
+            },
             shared: m.shared,
-            flags: smaps_flag_names(m.vm_flags.iter().map(String::as_str)),
+            flags: VmFlags::from_smaps(m.vm_flags.iter().map(String::as_str)),
             pgoff: m.offset,
             dev: kdev_to_dev((m.major << 20) | m.minor),
             ino: m.ino,
-            path: (!m.name.is_empty()).then_some(m.name),
+            path: (!m.name.is_empty()).then(|| m.name.into()),
         })
         .collect())
 }

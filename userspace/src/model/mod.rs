@@ -6,15 +6,18 @@
 //! [`Snapshot::canonicalize`] makes independent of the collector.
 
 mod file_type;
+mod prot;
 mod task_state;
 mod vm_flags;
 
 pub use file_type::FileType;
+pub use prot::Prot;
 pub use task_state::state_letter;
-pub use vm_flags::{smaps_flag_names, vm_flag_names, RESTORE_FLAGS};
+pub use vm_flags::{VmFlags, RESTORE_FLAGS};
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -95,8 +98,9 @@ pub struct Fd {
     /// Device number for character and block devices, else 0.
     pub rdev: u64,
     /// As readlink(/proc/PID/fd/N) shows it: a path, or `pipe:[ino]`,
-    /// `socket:[ino]`, `anon_inode:[eventfd]`, ...
-    pub path: String,
+    /// `socket:[ino]`, `anon_inode:[eventfd]`, ... (Shared: many fds and
+    /// mappings name one file.)
+    pub path: Arc<str>,
     /// Equal exactly when two fds refer to one open file description.
     pub file_id: u32,
 }
@@ -105,20 +109,18 @@ pub struct Fd {
 pub struct Vma {
     pub start: u64,
     pub end: u64,
-    /// `"rwx"` letters, `-` where absent.
-    pub prot: String,
+    pub prot: Prot,
     /// MAP_SHARED (VM_MAYSHARE; /proc/PID/maps's `s`).
     pub shared: bool,
-    /// The restore-relevant vm flags by their smaps names, in smaps order
-    /// (see [`RESTORE_FLAGS`]).
-    pub flags: Vec<String>,
+    /// The restore-relevant vm flags (see [`RESTORE_FLAGS`]).
+    pub flags: VmFlags,
     /// Byte offset into the mapped file, 0 for anonymous memory (as maps).
     pub pgoff: u64,
     pub dev: u64,
     pub ino: u64,
     /// The file's path, or `[heap]`, `[stack]`, `[vdso]`, `[vvar]`,
     /// `[vvar_vclock]`; None for anonymous memory.
-    pub path: Option<String>,
+    pub path: Option<Arc<str>>,
 }
 
 impl Snapshot {
@@ -153,14 +155,6 @@ impl Snapshot {
         let vmas = self.tasks.iter().map(|t| t.vmas.len()).sum();
         (self.tasks.len(), fds, vmas)
     }
-}
-
-/// `"rwx"`-style protection letters.
-pub fn prot_string(r: bool, w: bool, x: bool) -> String {
-    [(r, 'r'), (w, 'w'), (x, 'x')]
-        .iter()
-        .map(|&(on, c)| if on { c } else { '-' })
-        .collect()
 }
 
 /// The kernel's `struct super_block::s_dev` (major << 20 | minor) as a
@@ -212,6 +206,5 @@ mod tests {
         assert_eq!(kdev_to_dev(0xfe << 20), 0xfe00);
         assert_eq!(kdev_to_dev(1), 1);
         assert_eq!(kdev_to_dev((8 << 20) | 0x123), libc::makedev(8, 0x123));
-        assert_eq!(prot_string(true, false, true), "r-x");
     }
 }

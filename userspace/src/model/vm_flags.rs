@@ -7,7 +7,9 @@
 //! uffd registration, shadow stack, sealing, pkeys, 6.18.y's guard-region
 //! `gu`) are left out too.
 
-/// (name, bit), in the order smaps prints them.
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+/// (name, bit), in the order smaps prints them (by bit).
 pub const RESTORE_FLAGS: &[(&str, u64)] = &[
     ("mr", 0x10),
     ("mw", 0x20),
@@ -21,6 +23,7 @@ pub const RESTORE_FLAGS: &[(&str, u64)] = &[
     ("rr", 0x10000),
     ("dc", 0x20000),
     ("de", 0x40000),
+    ("lf", 0x80000),
     ("ac", 0x100000),
     ("nr", 0x200000),
     ("ht", 0x400000),
@@ -30,27 +33,73 @@ pub const RESTORE_FLAGS: &[(&str, u64)] = &[
     ("hg", 0x20000000),
     ("nh", 0x40000000),
     ("mg", 0x80000000),
-    ("lf", 0x80000),
 ];
 
-/// The restore-relevant names set in raw `vm_flags`, in table order.
-pub fn vm_flag_names(flags: u64) -> Vec<String> {
-    RESTORE_FLAGS
-        .iter()
-        .filter(|(_, bit)| flags & bit != 0)
-        .map(|(n, _)| n.to_string())
-        .collect()
+const MASK: u64 = {
+    let mut m = 0;
+    let mut i = 0;
+    while i < RESTORE_FLAGS.len() {
+        m |= RESTORE_FLAGS[i].1;
+        i += 1;
+    }
+    m
+};
+
+/// The restore-relevant subset of a vma's `vm_flags`, as kernel bits.
+/// Serialized as the list of smaps names: `["mr", "mw", "me", "gd"]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VmFlags(u64);
+
+impl VmFlags {
+    /// From raw `vm_flags`; bits outside [`RESTORE_FLAGS`] are dropped.
+    pub fn from_kernel(raw: u64) -> Self {
+        VmFlags(raw & MASK)
+    }
+
+    /// From smaps's `VmFlags:` words; words outside [`RESTORE_FLAGS`] are
+    /// dropped.
+    pub fn from_smaps<'a>(words: impl IntoIterator<Item = &'a str>) -> Self {
+        VmFlags(words.into_iter().filter_map(bit_of).fold(0, |a, b| a | b))
+    }
+
+    pub fn bits(self) -> u64 {
+        self.0
+    }
+
+    pub fn has(self, name: &str) -> bool {
+        bit_of(name).is_some_and(|b| self.0 & b != 0)
+    }
+
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        RESTORE_FLAGS
+            .iter()
+            .filter(move |(_, b)| self.0 & b != 0)
+            .map(|(n, _)| *n)
+    }
 }
 
-/// The restore-relevant names among smaps's `VmFlags:` words, in table
-/// order, so both collectors produce the same list.
-pub fn smaps_flag_names<'a>(words: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let set: Vec<&str> = words.collect();
+fn bit_of(name: &str) -> Option<u64> {
     RESTORE_FLAGS
         .iter()
-        .filter(|(n, _)| set.contains(n))
-        .map(|(n, _)| n.to_string())
-        .collect()
+        .find(|(n, _)| *n == name)
+        .map(|(_, b)| *b)
+}
+
+impl Serialize for VmFlags {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.names())
+    }
+}
+
+impl<'de> Deserialize<'de> for VmFlags {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let names = Vec::<String>::deserialize(d)?;
+        let mut bits = 0;
+        for n in &names {
+            bits |= bit_of(n).ok_or_else(|| de::Error::custom(format!("unknown vm flag {n:?}")))?;
+        }
+        Ok(VmFlags(bits))
+    }
 }
 
 #[cfg(test)]
@@ -59,10 +108,28 @@ mod tests {
 
     #[test]
     fn both_spellings_agree() {
-        // A stack: rd wr mr mw me gd ac.
+        // A stack: rd wr mr mw me gd ac (rd and wr are prot, not flags).
         let raw = 0x1 | 0x2 | 0x10 | 0x20 | 0x40 | 0x100 | 0x100000;
-        let smaps = "rd wr mr mw me gd ac".split(' ');
-        assert_eq!(vm_flag_names(raw), smaps_flag_names(smaps));
-        assert_eq!(vm_flag_names(raw), ["mr", "mw", "me", "gd", "ac"]);
+        let smaps = VmFlags::from_smaps("rd wr mr mw me gd ac".split(' '));
+        assert_eq!(VmFlags::from_kernel(raw), smaps);
+        assert_eq!(
+            smaps.names().collect::<Vec<_>>(),
+            ["mr", "mw", "me", "gd", "ac"]
+        );
+        assert!(smaps.has("gd") && !smaps.has("lo") && !smaps.has("rd"));
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let f = VmFlags::from_smaps(["lo", "dd"]);
+        let j = serde_json::to_string(&f).unwrap();
+        assert_eq!(j, r#"["lo","dd"]"#);
+        assert_eq!(serde_json::from_str::<VmFlags>(&j).unwrap(), f);
+        assert!(serde_json::from_str::<VmFlags>(r#"["zz"]"#).is_err());
+    }
+
+    #[test]
+    fn table_is_in_bit_order() {
+        assert!(RESTORE_FLAGS.windows(2).all(|w| w[0].1 < w[1].1));
     }
 }
