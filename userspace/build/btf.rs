@@ -222,3 +222,84 @@ impl Btf {
             .ok_or_else(|| format!("enumerator {name} not in BTF"))
     }
 }
+
+// Compiled only when the library includes this file for its tests
+// (src/lib.rs); the build script never sees cfg(test).
+#[cfg(test)]
+mod tests {
+    use super::Btf;
+
+    /// A BTF blob: `struct outer { int a; union { int b; struct outer *c; }; }`,
+    /// `enum e { E_ONE = 7 }`, `typedef int t`.
+    fn blob() -> Vec<u8> {
+        let strs = b"\0int\0outer\0a\0b\0c\0e\0E_ONE\0t\0";
+        let off = |s: &str| {
+            let pat = format!("\0{s}\0");
+            strs.windows(pat.len())
+                .position(|w| w == pat.as_bytes())
+                .unwrap() as u32
+                + 1
+        };
+        let mut t: Vec<u32> = vec![];
+        let info = |kind: u32, vlen: u32| (kind << 24) | vlen;
+        t.extend([off("int"), info(1, 0), 4, 32]); // 1: int
+        t.extend([off("outer"), info(4, 2), 16]); // 2: struct outer
+        t.extend([off("a"), 1, 0, 0, 3, 64]); //    a at 0; anonymous union at bit 64
+        t.extend([0, info(5, 2), 8]); // 3: union
+        t.extend([off("b"), 1, 0, off("c"), 4, 0]);
+        t.extend([0, info(2, 0), 2]); // 4: struct outer *
+        t.extend([off("e"), info(6, 1), 4, off("E_ONE"), 7]); // 5: enum
+        t.extend([off("t"), info(8, 0), 1]); // 6: typedef int t
+        let types: Vec<u8> = t.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut b = vec![];
+        b.extend(0xeb9fu16.to_le_bytes());
+        b.extend([1u8, 0]);
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strs.len() as u32,
+        ] {
+            b.extend(w.to_le_bytes());
+        }
+        b.extend(types);
+        b.extend(strs);
+        b
+    }
+
+    #[test]
+    fn members_through_anonymous_unions() {
+        let btf = Btf::parse(&blob()).unwrap();
+        assert_eq!(btf.field("outer", "a"), Ok((0, 4)));
+        assert_eq!(btf.field("outer", "b"), Ok((8, 4)));
+        assert_eq!(btf.field("outer", "c"), Ok((8, 8)));
+        assert_eq!(btf.struct_size("outer"), Ok(16));
+        assert_eq!(btf.enum_value("E_ONE"), Ok(7));
+        assert!(btf.field("outer", "zz").is_err());
+        assert!(btf.field("inner", "a").is_err());
+    }
+
+    #[test]
+    fn rejects_what_is_not_btf() {
+        assert!(Btf::parse(b"\x7fELF not btf at all, not at all").is_err());
+        let mut b = blob();
+        b.truncate(40);
+        assert!(Btf::parse(&b).is_err());
+    }
+
+    #[test]
+    fn the_running_kernel() {
+        let Ok(raw) = std::fs::read("/sys/kernel/btf/vmlinux") else {
+            eprintln!("no /sys/kernel/btf/vmlinux: skipped");
+            return;
+        };
+        let btf = Btf::parse(&raw).unwrap();
+        // Sizes that have not changed in years; offsets are the kernel's.
+        assert_eq!(btf.field("task_struct", "pid").unwrap().1, 4);
+        assert_eq!(btf.field("task_struct", "comm").unwrap().1, 16);
+        assert_eq!(btf.field("vm_area_struct", "vm_flags").unwrap().1, 8);
+        assert_eq!(btf.field("bpf_iter__task_file", "fd").unwrap().1, 4);
+        assert_eq!(btf.enum_value("PIDTYPE_SID"), Ok(3));
+    }
+}

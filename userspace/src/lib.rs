@@ -8,3 +8,10 @@ pub mod compare;
 pub mod freeze;
 pub mod model;
 pub mod sample;
+
+/// The build script's BTF reader, included here so its unit tests run with
+/// the library's.
+#[cfg(test)]
+#[path = "../build/btf.rs"]
+#[allow(dead_code)]
+mod build_btf;

@@ -133,7 +133,10 @@ fn run_compare(tree: i32, names: &[String], json: bool) -> Result<bool> {
     let mut mismatches = vec![];
     for (i, s) in snaps.iter().enumerate().skip(1) {
         for mut m in compare::diff(&snaps[0], s) {
-            m.path = format!("{} [{} vs {}]", m.path, names[0], names[i]);
+            // With more than two collectors, say which pair disagrees.
+            if names.len() > 2 {
+                m.path = format!("{} [{} vs {}]", m.path, names[0], names[i]);
+            }
             mismatches.push((m, names[0].clone(), names[i].clone()));
         }
     }

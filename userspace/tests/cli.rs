@@ -168,6 +168,31 @@ fn without_privilege_bpf_says_what_is_missing_root() {
     assert!(
         e.contains("needs CAP_BPF and CAP_PERFMON") && e.contains("--collect=proc"),
         "{e}"
+    ); // /proc of another user's process: its fds are not readable, and that
+       // is an error, not an empty fd table.
+    let t = SampleTree::start(exe()).unwrap();
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(exe())
+        .args([
+            "collect",
+            "-t",
+            &t.manifest.root.to_string(),
+            "--collect",
+            "proc",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr_line(&o);
+    assert!(
+        e.contains("permission denied") && e.contains("run dumper as root"),
+        "{e}"
     );
 }
 

@@ -198,8 +198,8 @@ fn read_fds(pid: i32) -> Result<Vec<Fd>, Skip> {
     let dir = format!("/proc/{pid}/fd");
     let entries = match std::fs::read_dir(&dir) {
         Ok(d) => d,
-        // Zombies and kernel threads have no fd table to show.
-        Err(e) if vanished(&e) || e.raw_os_error() == Some(libc::EACCES) => return Ok(vec![]),
+        // Zombies and kernel threads list an empty directory; an error
+        // here is a process gone or a permission missing.
         Err(e) => return Err(io_skip(Path::new(&dir), e)),
     };
     let mut fds = vec![];
@@ -279,11 +279,7 @@ fn sockproto(link: &str) -> Option<String> {
 
 fn read_vmas(pid: i32) -> Result<Vec<Vma>, Skip> {
     let path = format!("/proc/{pid}/smaps");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.raw_os_error() == Some(libc::EACCES) => return Ok(vec![]),
-        Err(e) => return Err(io_skip(Path::new(&path), e)),
-    };
+    let text = std::fs::read_to_string(&path).map_err(|e| io_skip(Path::new(&path), e))?;
     let maps = smaps::parse(&text)
         .map_err(|e| Skip::Fail(CollectError::Decode(format!("{path}: {e}"))))?;
     Ok(maps
