@@ -50,13 +50,10 @@ pub struct TaskScratch {
     actions: [u8; ACTION_BYTES],
 }
 
-/// Reads a kernel field `k::$f` of type `$t` at `$base` with
-/// bpf_probe_read_kernel, after checking at compile time that the kernel's
-/// field has the size of `$t`. For what plain loads cannot reach: memory
-/// behind `void *` or at a variable or negative offset. A failed read
-/// yields zero.
-macro_rules! rd {
-    ($base:expr, $f:ident, $t:ty) => {{
+/// Compile-time check that kernel field `k::$f` has the size of `$t`: the
+/// offsets come from the target kernel's BTF, the types from this file.
+macro_rules! check_size {
+    ($f:ident, $t:ty) => {
         const _: () = assert!(
             k::$f.1 == core::mem::size_of::<$t>(),
             concat!(
@@ -64,6 +61,15 @@ macro_rules! rd {
                 stringify!($f)
             )
         );
+    };
+}
+
+/// Reads kernel field `k::$f` of type `$t` at `$base` with
+/// bpf_probe_read_kernel. For what plain loads cannot reach: memory behind
+/// `void *` or at a variable or negative offset. A failed read yields zero.
+macro_rules! rd {
+    ($base:expr, $f:ident, $t:ty) => {{
+        check_size!($f, $t);
         read::<$t>(($base) + k::$f.0)
     }};
 }
@@ -76,13 +82,7 @@ macro_rules! rd {
 /// which costs a fraction of a bpf_probe_read_kernel call.
 macro_rules! ld {
     ($base:expr, $f:ident, $t:ty) => {{
-        const _: () = assert!(
-            k::$f.1 == core::mem::size_of::<$t>(),
-            concat!(
-                "kernel field size differs from the type read: ",
-                stringify!($f)
-            )
-        );
+        check_size!($f, $t);
         unsafe {
             core::ptr::read_volatile((($base) as *const u8).add(k::$f.0 as usize) as *const $t)
         }

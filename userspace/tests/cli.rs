@@ -1,25 +1,30 @@
 //! The `dumper` command line on real processes: outputs, exit codes, and
 //! one-line errors for bad input. Needs root (see tests/collect.rs).
 
+mod common;
+
+use common::{exe, root_or_skip};
 use dumper::sample::SampleTree;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
-
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_dumper"))
-}
-
-fn root_or_skip(test: &str) -> bool {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("{test}: skipped, needs root");
-        return false;
-    }
-    true
-}
 
 fn dumper(args: &[&str]) -> Output {
     Command::new(exe()).args(args).output().unwrap()
+}
+
+/// dumper run as nobody, with no capabilities (util-linux's setpriv).
+fn dumper_as_nobody(args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(exe())
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux)")
 }
 
 fn stderr_line(o: &Output) -> String {
@@ -150,44 +155,19 @@ fn without_privilege_bpf_says_what_is_missing_root() {
     if !root_or_skip("without_privilege_bpf_says_what_is_missing_root") {
         return;
     }
-    // Drop to nobody with no capabilities.
     let me = std::process::id().to_string();
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(exe())
-        .args(["collect", "-t", &me, "--collect", "bpf"])
-        .output()
-        .expect("setpriv (util-linux)");
+    let o = dumper_as_nobody(&["collect", "-t", &me, "--collect", "bpf"]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr_line(&o);
     assert!(
         e.contains("needs CAP_BPF and CAP_PERFMON") && e.contains("--collect=proc"),
         "{e}"
-    ); // /proc of another user's process: its fds are not readable, and that
-       // is an error, not an empty fd table.
+    );
+    // /proc of another user's process: its fds are not readable, and that
+    // is an error, not an empty fd table.
     let t = SampleTree::start(exe()).unwrap();
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(exe())
-        .args([
-            "collect",
-            "-t",
-            &t.manifest.root.to_string(),
-            "--collect",
-            "proc",
-        ])
-        .output()
-        .unwrap();
+    let root = t.manifest.root.to_string();
+    let o = dumper_as_nobody(&["collect", "-t", &root, "--collect", "proc"]);
     assert_eq!(o.status.code(), Some(1));
     let e = stderr_line(&o);
     assert!(

@@ -5,24 +5,15 @@
 //! These tests need root (ptrace, kcmp, BPF); without it they print why
 //! and pass vacuously. CI runs as root, so there they all run.
 
+mod common;
+
+use common::{exe, root_or_skip};
 use dumper::collect::{self, Target};
 use dumper::compare::diff;
 use dumper::freeze::Frozen;
 use dumper::model::{FileType, Snapshot, Task};
 use dumper::sample::SampleTree;
 use std::path::Path;
-
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_dumper"))
-}
-
-fn root_or_skip(test: &str) -> bool {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("{test}: skipped, needs root (ptrace, kcmp, BPF)");
-        return false;
-    }
-    true
-}
 
 fn task(s: &Snapshot, pid: i32) -> &Task {
     s.task(pid).unwrap_or_else(|| panic!("task {pid} missing"))
@@ -243,30 +234,27 @@ fn check_sample(name: &str, s: &Snapshot, t: &SampleTree) {
         .any(|v| v.path.as_deref() == Some("[vsyscall]")));
 }
 
-#[test]
-fn proc_collector_reports_the_sample_tree_root() {
-    if !root_or_skip("proc_collector_reports_the_sample_tree_root") {
-        return;
-    }
+fn collector_reports_the_sample_tree(name: &str) {
     let t = SampleTree::start(exe()).unwrap();
-    let s = collect::by_name("proc")
+    let s = collect::by_name(name)
         .unwrap()
         .collect(Target::Tree(t.manifest.root))
         .unwrap();
-    check_sample("proc", &s, &t);
+    check_sample(name, &s, &t);
+}
+
+#[test]
+fn proc_collector_reports_the_sample_tree_root() {
+    if root_or_skip("proc_collector_reports_the_sample_tree_root") {
+        collector_reports_the_sample_tree("proc");
+    }
 }
 
 #[test]
 fn bpf_collector_reports_the_sample_tree_root() {
-    if !root_or_skip("bpf_collector_reports_the_sample_tree_root") {
-        return;
+    if root_or_skip("bpf_collector_reports_the_sample_tree_root") {
+        collector_reports_the_sample_tree("bpf");
     }
-    let t = SampleTree::start(exe()).unwrap();
-    let s = collect::by_name("bpf")
-        .unwrap()
-        .collect(Target::Tree(t.manifest.root))
-        .unwrap();
-    check_sample("bpf", &s, &t);
 }
 
 #[test]
