@@ -82,6 +82,10 @@ fn mmap(len: usize, prot: i32, flags: i32, fd: RawFd, off: i64) -> u64 {
 /// Builds the tree and serves until stdin closes. Never returns.
 pub fn run() -> ! {
     die_with_parent();
+    // Only what the sample opens itself: drop whatever the caller leaked to
+    // us (cargo's jobserver pipe, say), so the fd table is exactly known.
+    // SAFETY: closes fds this process does not use.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     // SAFETY: the rest is plain system calls on fds this function owns.
     unsafe {
         libc::setsid();
@@ -314,6 +318,9 @@ pub fn run() -> ! {
             signal_ready(ready);
         });
         let zombie = spawn(rw, |_| libc::_exit(0));
+        // Another anonymous inode: a pidfd (of child a).
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, a, 0) as i32;
+        fds.insert("pidfd".into(), check(pidfd, "pidfd_open"));
         // a, b, c and d each say they are ready.
         let mut got = 0;
         let mut byte = [0u8; 1];

@@ -127,6 +127,7 @@ fn check_sample(name: &str, s: &Snapshot, t: &SampleTree) {
         ("inotify", FileType::Inotify),
         ("memfd", FileType::Memfd),
         ("chr", FileType::Chr),
+        ("pidfd", FileType::Anon),
         ("blk", FileType::Blk),
     ];
     for (n, k) in kinds {
@@ -136,6 +137,12 @@ fn check_sample(name: &str, s: &Snapshot, t: &SampleTree) {
         }
         assert_eq!(named(n).kind, k, "{name}: fd {n}");
     }
+    // Exactly what the sample opened, and stdin, stdout, stderr.
+    let mut want_fds: Vec<u32> = m.fds.values().map(|&f| f as u32).chain([0, 1, 2]).collect();
+    want_fds.sort();
+    let got: Vec<u32> = r.fds.iter().map(|f| f.fd).collect();
+    assert_eq!(got, want_fds, "{name}: the root's fds");
+    assert_eq!(&*named("pidfd").path, "anon_inode:[pidfd]");
     let pipe = named("pipe_r");
     assert_eq!(&*pipe.path, format!("pipe:[{}]", pipe.ino));
     assert_ne!(pipe.file_id, named("pipe_w").file_id);
@@ -222,7 +229,7 @@ fn check_sample(name: &str, s: &Snapshot, t: &SampleTree) {
     assert!(vma("dontdump").flags.has("dd"), "{name}: dontdump");
     assert!(vma("growsdown").flags.has("gd"), "{name}: growsdown");
     assert_eq!(vma("heap").path.as_deref(), Some("[heap]"), "{name}: heap");
-    for special in ["[stack]", "[vdso]", "[vvar]"] {
+    for special in ["[stack]", "[vdso]", "[vvar]", "[vvar_vclock]"] {
         assert!(
             r.vmas.iter().any(|v| v.path.as_deref() == Some(special)),
             "{name}: {special}"
