@@ -10,7 +10,7 @@
 /// `"DMP"` followed by the layout version. Bump the version on any change
 /// to a record below.
 pub const MAGIC_BASE: u32 = 0x444d_5000;
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 pub const KIND_TASK: u32 = 1;
 pub const KIND_FILE: u32 = 2;
@@ -109,7 +109,11 @@ pub struct FileRecord {
     pub rdev: u32,
     pub mnt_id: i32,
     pub i_mode: u16,
-    pub sk_family: u16,
+    /// 1 when the file is on a kernel-internal mount (memfd's shm_mnt,
+    /// pipefs, sockfs: `mount->mnt_ns == MNT_NS_INTERNAL`).
+    pub internal_mount: u16,
+    /// The dentry name: for sockets the protocol name ("UNIX-STREAM",
+    /// "TCPv6"), for anonymous inodes the kind ("[eventfd]").
     pub name: [u8; NAME_LEN],
 }
 

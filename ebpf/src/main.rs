@@ -330,8 +330,10 @@ unsafe fn emit(ctx: *const c_void, rec: *const c_void, len: usize) {
     unsafe { bpf_seq_write(seq, rec, len as u32) };
 }
 
-const S_IFMT: u16 = 0o170000;
-const S_IFSOCK: u16 = 0o140000;
+const TMPFS_MAGIC: u64 = 0x0102_1994;
+const HUGETLBFS_MAGIC: u64 = 0x9584_58f6;
+/// `ERR_PTR(-EINVAL)`: what kern_mount() puts in `mount->mnt_ns`.
+const MNT_NS_INTERNAL: u64 = -22i64 as u64;
 
 #[no_mangle]
 #[link_section = "iter/task_file"]
@@ -385,10 +387,11 @@ unsafe fn task_file(ctx: *const c_void) {
     let dentry = ld!(file + off!(FILE__F_PATH), PATH__DENTRY, u64);
     let name = ld!(dentry + off!(DENTRY__D_NAME), QSTR__NAME, u64);
     read_str(name, &mut r.name);
-    if r.i_mode & S_IFMT == S_IFSOCK {
-        let sock = ld!(file, FILE__PRIVATE_DATA, u64);
-        let sk = rd!(sock, SOCKET__SK, u64);
-        r.sk_family = rd!(sk, SOCK____SK_COMMON__SKC_FAMILY, u16);
+    // memfd files live on the kernel's internal shm mount; a tmpfs file
+    // named "memfd:x" in /dev/shm does not.
+    if r.s_magic == TMPFS_MAGIC || r.s_magic == HUGETLBFS_MAGIC {
+        let ns = rd!(r.path[0] - off!(MOUNT__MNT), MOUNT__MNT_NS, u64);
+        r.internal_mount = (ns == MNT_NS_INTERNAL) as u16;
     }
     // fdinfo reports O_CLOEXEC from the fd table's close_on_exec bitmap.
     let files = ld!(t, TASK_STRUCT__FILES, u64);

@@ -11,7 +11,7 @@ use crate::model::{
     kdev_to_dev, state_letter, Caps, Fd, FileType, Ids, Prot, SigMasks, Snapshot, Task, VmFlags,
     Vma,
 };
-use aya::programs::{links::FdLink, Iter};
+use aya::programs::Iter;
 use aya::{Btf, Ebpf, EbpfLoader, Endianness};
 use dumper_common::*;
 use std::collections::HashMap;
@@ -60,21 +60,38 @@ fn has_cap(cap_eff: u64, cap: u32) -> bool {
     cap_eff & (1 << cap) != 0
 }
 
+/// What --collect=bpf needs: loading tracing programs (CAP_BPF and
+/// CAP_PERFMON), reading other processes' fd links (CAP_SYS_PTRACE) and
+/// their map_files links (CAP_CHECKPOINT_RESTORE). CAP_SYS_ADMIN covers the
+/// first and the last.
 fn check_privilege() -> Result<(), CollectError> {
     let status = procfs::process::Process::myself()
         .and_then(|p| p.status())
         .map_err(|e| CollectError::Privilege(format!("cannot read own capabilities: {e}")))?;
+    const CAP_SYS_PTRACE: u32 = 19;
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
+    const CAP_CHECKPOINT_RESTORE: u32 = 40;
     let eff = status.capeff;
-    if has_cap(eff, CAP_SYS_ADMIN) || (has_cap(eff, CAP_BPF) && has_cap(eff, CAP_PERFMON)) {
-        Ok(())
-    } else {
-        Err(CollectError::Privilege(
-            "--collect=bpf needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN): run as root, or use --collect=proc".into(),
-        ))
+    let admin = has_cap(eff, CAP_SYS_ADMIN);
+    let mut missing = vec![];
+    if !admin && !(has_cap(eff, CAP_BPF) && has_cap(eff, CAP_PERFMON)) {
+        missing.push("CAP_BPF and CAP_PERFMON");
     }
+    if !has_cap(eff, CAP_SYS_PTRACE) {
+        missing.push("CAP_SYS_PTRACE");
+    }
+    if !admin && !has_cap(eff, CAP_CHECKPOINT_RESTORE) {
+        missing.push("CAP_CHECKPOINT_RESTORE");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(CollectError::Privilege(format!(
+        "--collect=bpf needs {} (or CAP_SYS_ADMIN): run as root, or use --collect=proc",
+        missing.join(", ")
+    )))
 }
 
 fn bpf_syscall<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<i64> {
@@ -87,25 +104,36 @@ fn bpf_syscall<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<i64> {
     }
 }
 
-/// An fd of our own on an attached link (aya's FdLink does not lend its
-/// fd, and IterLink::into_file consumes the link), by its id.
-fn link_fd(link: &FdLink) -> Result<OwnedFd, String> {
-    let id = link.info().map_err(|e| e.to_string())?.id();
+/// BPF_LINK_CREATE for an iterator program: the link stays ours, so each
+/// collection creates a new stream from it without re-attaching. (aya's
+/// IterLink lends no fd and its into_file consumes the link; getting an fd
+/// back by link id would need CAP_SYS_ADMIN.)
+fn link_create(prog: &Iter) -> std::io::Result<OwnedFd> {
     #[repr(C)]
     struct Attr {
-        link_id: u32,
-        next_id: u32,
-        open_flags: u32,
+        prog_fd: u32,
+        target_fd: u32,
+        attach_type: u32,
+        flags: u32,
+        iter_info: u64,
+        iter_info_len: u32,
+        _pad: u32,
     }
-    const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+    const BPF_LINK_CREATE: libc::c_long = 28;
+    const BPF_TRACE_ITER: u32 = 28;
+    let fd = prog.fd().map_err(std::io::Error::other)?;
     let mut attr = Attr {
-        link_id: id,
-        next_id: 0,
-        open_flags: 0,
+        prog_fd: fd.as_fd().as_raw_fd() as u32,
+        target_fd: 0,
+        attach_type: BPF_TRACE_ITER,
+        flags: 0,
+        iter_info: 0,
+        iter_info_len: 0,
+        _pad: 0,
     };
-    let fd = bpf_syscall(BPF_LINK_GET_FD_BY_ID, &mut attr).map_err(|e| e.to_string())?;
+    let link = bpf_syscall(BPF_LINK_CREATE, &mut attr)?;
     // SAFETY: the kernel just gave us this fd.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    Ok(unsafe { OwnedFd::from_raw_fd(link as i32) })
 }
 
 /// BPF_ITER_CREATE on a link we keep: each collection gets a new stream
@@ -176,18 +204,10 @@ impl BpfCollector {
                     verifier_context(&e)
                 ))
             })?;
-            let id = prog
-                .attach()
-                .map_err(|e| CollectError::Kernel(format!("attaching iter/{iter_type}: {e}")))?;
-            let link = prog
-                .take_link(id)
-                .map_err(|e| CollectError::Kernel(format!("iter/{iter_type} link: {e}")))?;
-            let link: FdLink = link
-                .try_into()
-                .map_err(|e| CollectError::Kernel(format!("iter/{iter_type} link: {e:?}")))?;
             links.push(
-                link_fd(&link)
-                    .map_err(|e| CollectError::Kernel(format!("iter/{iter_type} link fd: {e}")))?,
+                link_create(prog).map_err(|e| {
+                    CollectError::Kernel(format!("attaching iter/{iter_type}: {e}"))
+                })?,
             );
         }
         Ok(BpfCollector {
@@ -345,7 +365,7 @@ impl Collector for BpfCollector {
         let mut index: HashMap<i32, usize> = HashMap::new();
         for &tgid in &selected {
             index.insert(tgid, snap.tasks.len());
-            snap.tasks.push(task_from(leaders[&tgid], &mut paths));
+            snap.tasks.push(task_from(leaders[&tgid], &mut paths)?);
         }
         for t in &tasks {
             if let Some(&i) = index.get(&t.tgid) {
@@ -359,7 +379,7 @@ impl Collector for BpfCollector {
             };
             let next = file_ids.len() as u32;
             let id = *file_ids.entry(f.file).or_insert(next);
-            if let Some(fd) = fd_from(f, id, &mut paths) {
+            if let Some(fd) = fd_from(f, id, &mut paths)? {
                 snap.tasks[i].fds.push(fd);
             }
         }
@@ -368,7 +388,7 @@ impl Collector for BpfCollector {
                 continue;
             };
             let leader = leaders[&v.tgid];
-            snap.tasks[i].vmas.push(vma_from(v, leader, &mut paths));
+            snap.tasks[i].vmas.push(vma_from(v, leader, &mut paths)?);
         }
         self.last_path_lookups = paths.lookups;
         snap.canonicalize();
@@ -376,7 +396,7 @@ impl Collector for BpfCollector {
     }
 }
 
-fn task_from(r: &TaskRecord, paths: &mut PathCache) -> Task {
+fn task_from(r: &TaskRecord, paths: &mut PathCache) -> Result<Task, CollectError> {
     let pid = r.tgid;
     let link = |name: &'static str| move || format!("/proc/{pid}/{name}").into();
     let mut groups: Vec<u32> = r.groups[..(r.ngroups as usize).min(MAX_GROUPS)].to_vec();
@@ -387,7 +407,7 @@ fn task_from(r: &TaskRecord, paths: &mut PathCache) -> Task {
         }
     }
     let [uid, euid, suid, fsuid, gid, egid, sgid, fsgid] = r.ids;
-    Task {
+    Ok(Task {
         pid,
         tgid: r.tgid,
         ppid: r.ppid,
@@ -424,23 +444,26 @@ fn task_from(r: &TaskRecord, paths: &mut PathCache) -> Task {
         exit_signal: r.exit_signal,
         nice: r.static_prio - 120,
         kthread: r.flags & PF_KTHREAD != 0,
-        cwd: paths.resolve(r.cwd, link("cwd")).map(|p| p.to_string()),
-        root: paths.resolve(r.root, link("root")).map(|p| p.to_string()),
-        exe: paths.resolve(r.exe, link("exe")).map(|p| p.to_string()),
+        cwd: paths.resolve(r.cwd, link("cwd"))?.map(|p| p.to_string()),
+        root: paths.resolve(r.root, link("root"))?.map(|p| p.to_string()),
+        exe: paths.resolve(r.exe, link("exe"))?.map(|p| p.to_string()),
         fds: vec![],
         vmas: vec![],
-    }
+    })
 }
 
-fn fd_from(r: &FileRecord, id: u32, paths: &mut PathCache) -> Option<Fd> {
+fn fd_from(r: &FileRecord, id: u32, paths: &mut PathCache) -> Result<Option<Fd>, CollectError> {
     let dname = cstr(&r.name);
-    let kind = classify::from_kernel(r.i_mode as u32, r.s_magic, &dname, r.sk_family);
+    let kind = classify::from_kernel(r.i_mode as u32, r.s_magic, &dname, r.internal_mount != 0);
     let path = match classify::pseudo_link(r.s_magic, r.ino, &dname) {
         Some(p) => p.into(),
         // None: the fd was closed after the walk; /proc would not list it.
-        None => paths.resolve(r.path, || format!("/proc/{}/fd/{}", r.tgid, r.fd).into())?,
+        None => match paths.resolve(r.path, || format!("/proc/{}/fd/{}", r.tgid, r.fd).into())? {
+            Some(p) => p,
+            None => return Ok(None),
+        },
     };
-    Some(Fd {
+    Ok(Some(Fd {
         fd: r.fd,
         kind,
         flags: r.f_flags
@@ -460,10 +483,10 @@ fn fd_from(r: &FileRecord, id: u32, paths: &mut PathCache) -> Option<Fd> {
         },
         path,
         file_id: id,
-    })
+    }))
 }
 
-fn vma_from(r: &VmaRecord, mm: &TaskRecord, paths: &mut PathCache) -> Vma {
+fn vma_from(r: &VmaRecord, mm: &TaskRecord, paths: &mut PathCache) -> Result<Vma, CollectError> {
     let has_file = r.path != [0, 0];
     let name = cstr(&r.name);
     // fs/proc/task_mmu.c get_vma_name(): file, special mapping, then the
@@ -471,7 +494,7 @@ fn vma_from(r: &VmaRecord, mm: &TaskRecord, paths: &mut PathCache) -> Vma {
     let path = if has_file {
         paths.resolve(r.path, || {
             format!("/proc/{}/map_files/{:x}-{:x}", r.tgid, r.start, r.end).into()
-        })
+        })?
     } else if !name.is_empty() {
         Some(name.into())
     } else if r.start < mm.mm_brk && r.end > mm.mm_start_brk {
@@ -481,7 +504,7 @@ fn vma_from(r: &VmaRecord, mm: &TaskRecord, paths: &mut PathCache) -> Vma {
     } else {
         None
     };
-    Vma {
+    Ok(Vma {
         start: r.start,
         end: r.end,
         prot: Prot {
@@ -495,7 +518,7 @@ fn vma_from(r: &VmaRecord, mm: &TaskRecord, paths: &mut PathCache) -> Vma {
         dev: if has_file { kdev_to_dev(r.s_dev) } else { 0 },
         ino: if has_file { r.ino } else { 0 },
         path,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -22,8 +22,10 @@ const S_IFIFO: u32 = 0o010000;
 
 const MEMFD_PREFIX: &str = "memfd:";
 
-/// From what iter/task_file read out of the kernel.
-pub fn from_kernel(i_mode: u32, s_magic: u64, dname: &str, sk_family: u16) -> FileType {
+/// From what iter/task_file read out of the kernel. For sockets `dname` is
+/// the protocol name, as for /proc's xattr (net/socket.c names the socket's
+/// dentry after `sk_prot_creator->name`).
+pub fn from_kernel(i_mode: u32, s_magic: u64, dname: &str, internal_mount: bool) -> FileType {
     match s_magic {
         // Anonymous inodes have no file type in i_mode (6.18: 0600); pidfs
         // inodes claim S_IFREG internally. Their names tell the kind.
@@ -32,8 +34,10 @@ pub fn from_kernel(i_mode: u32, s_magic: u64, dname: &str, sk_family: u16) -> Fi
         _ => {}
     }
     match i_mode & S_IFMT {
+        // memfd: a shmem or hugetlbfs file on the kernel's internal mount.
         S_IFREG
             if (s_magic == TMPFS_MAGIC || s_magic == HUGETLBFS_MAGIC)
+                && internal_mount
                 && dname.starts_with(MEMFD_PREFIX) =>
         {
             FileType::Memfd
@@ -44,12 +48,7 @@ pub fn from_kernel(i_mode: u32, s_magic: u64, dname: &str, sk_family: u16) -> Fi
         S_IFBLK => FileType::Blk,
         S_IFIFO if s_magic == PIPEFS_MAGIC => FileType::Pipe,
         S_IFIFO => FileType::Fifo,
-        S_IFSOCK => match sk_family as i32 {
-            libc::AF_UNIX => FileType::Unix,
-            libc::AF_INET | libc::AF_INET6 => FileType::Inet,
-            libc::AF_NETLINK => FileType::Netlink,
-            _ => FileType::Sock,
-        },
+        S_IFSOCK => sock_from_proto(dname),
         _ => FileType::Anon,
     }
 }
@@ -107,12 +106,12 @@ pub fn pseudo_link(s_magic: u64, ino: u64, dname: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// (i_mode, s_magic, d_name, sk_family) | (st_mode, link, sockproto) | kind
+    /// (i_mode, s_magic, d_name, internal mount) | (st_mode, link, sockproto) | kind
     type Case<'a> = (
         u32,
         u64,
         &'a str,
-        u16,
+        bool,
         u32,
         &'a str,
         Option<&'a str>,
@@ -120,141 +119,27 @@ mod tests {
     );
 
     #[test]
+    #[rustfmt::skip]
     fn kernel_and_proc_agree() {
         let cases: &[Case] = &[
-            (
-                0o600,
-                ANON_INODE_FS_MAGIC,
-                "[eventfd]",
-                0,
-                0o600,
-                "anon_inode:[eventfd]",
-                None,
-                FileType::Eventfd,
-            ),
-            (
-                0o600,
-                ANON_INODE_FS_MAGIC,
-                "[eventpoll]",
-                0,
-                0o600,
-                "anon_inode:[eventpoll]",
-                None,
-                FileType::Epoll,
-            ),
-            (
-                0o600,
-                ANON_INODE_FS_MAGIC,
-                "inotify",
-                0,
-                0o600,
-                "anon_inode:inotify",
-                None,
-                FileType::Inotify,
-            ),
-            (
-                0o100700,
-                PIDFS_MAGIC,
-                "",
-                0,
-                0o700,
-                "anon_inode:[pidfd]",
-                None,
-                FileType::Anon,
-            ),
-            (
-                0o10600,
-                PIPEFS_MAGIC,
-                "",
-                0,
-                0o10600,
-                "pipe:[12]",
-                None,
-                FileType::Pipe,
-            ),
-            (
-                0o10644,
-                0xef53,
-                "f",
-                0,
-                0o10644,
-                "/tmp/f",
-                None,
-                FileType::Fifo,
-            ),
-            (
-                0o100777,
-                TMPFS_MAGIC,
-                "memfd:x",
-                0,
-                0o100777,
-                "/memfd:x (deleted)",
-                None,
-                FileType::Memfd,
-            ),
-            (
-                0o140777,
-                SOCKFS_MAGIC,
-                "UNIX-STREAM",
-                1,
-                0o140777,
-                "socket:[9]",
-                Some("UNIX-STREAM"),
-                FileType::Unix,
-            ),
-            (
-                0o140777,
-                SOCKFS_MAGIC,
-                "TCPv6",
-                10,
-                0o140777,
-                "socket:[9]",
-                Some("TCPv6"),
-                FileType::Inet,
-            ),
-            (
-                0o140777,
-                SOCKFS_MAGIC,
-                "NETLINK",
-                16,
-                0o140777,
-                "socket:[9]",
-                Some("NETLINK"),
-                FileType::Netlink,
-            ),
-            (
-                0o140777,
-                SOCKFS_MAGIC,
-                "PACKET",
-                17,
-                0o140777,
-                "socket:[9]",
-                Some("PACKET"),
-                FileType::Sock,
-            ),
-            (
-                0o20666,
-                0x1373,
-                "null",
-                0,
-                0o20666,
-                "/dev/null",
-                None,
-                FileType::Chr,
-            ),
-            (
-                0o40755,
-                0xef53,
-                "tmp",
-                0,
-                0o40755,
-                "/tmp",
-                None,
-                FileType::Dir,
-            ),
+            (0o600, ANON_INODE_FS_MAGIC, "[eventfd]", false, 0o600, "anon_inode:[eventfd]", None, FileType::Eventfd),
+            (0o600, ANON_INODE_FS_MAGIC, "[eventpoll]", false, 0o600, "anon_inode:[eventpoll]", None, FileType::Epoll),
+            (0o600, ANON_INODE_FS_MAGIC, "inotify", false, 0o600, "anon_inode:inotify", None, FileType::Inotify),
+            (0o100700, PIDFS_MAGIC, "", false, 0o700, "anon_inode:[pidfd]", None, FileType::Anon),
+            (0o10600, PIPEFS_MAGIC, "", true, 0o10600, "pipe:[12]", None, FileType::Pipe),
+            (0o10644, 0xef53, "f", false, 0o10644, "/tmp/f", None, FileType::Fifo),
+            (0o100777, TMPFS_MAGIC, "memfd:x", true, 0o100777, "/memfd:x (deleted)", None, FileType::Memfd),
+            // A tmpfs file that only looks like a memfd.
+            (0o100644, TMPFS_MAGIC, "memfd:x", false, 0o100644, "/dev/shm/memfd:x", None, FileType::Reg),
+            (0o140777, SOCKFS_MAGIC, "UNIX-STREAM", true, 0o140777, "socket:[9]", Some("UNIX-STREAM"), FileType::Unix),
+            (0o140777, SOCKFS_MAGIC, "TCPv6", true, 0o140777, "socket:[9]", Some("TCPv6"), FileType::Inet),
+            (0o140777, SOCKFS_MAGIC, "NETLINK", true, 0o140777, "socket:[9]", Some("NETLINK"), FileType::Netlink),
+            (0o140777, SOCKFS_MAGIC, "PACKET", true, 0o140777, "socket:[9]", Some("PACKET"), FileType::Sock),
+            (0o20666, 0x1373, "null", false, 0o20666, "/dev/null", None, FileType::Chr),
+            (0o40755, 0xef53, "tmp", false, 0o40755, "/tmp", None, FileType::Dir),
         ];
-        for &(im, mag, dn, fam, sm, link, proto, want) in cases {
-            assert_eq!(from_kernel(im, mag, dn, fam), want, "kernel {link}");
+        for &(im, mag, dn, internal, sm, link, proto, want) in cases {
+            assert_eq!(from_kernel(im, mag, dn, internal), want, "kernel {link}");
             assert_eq!(from_proc(sm, link, proto), want, "proc {link}");
         }
         assert_eq!(pseudo_link(PIPEFS_MAGIC, 12, ""), Some("pipe:[12]".into()));

@@ -5,12 +5,14 @@
 //! description, so fds are first grouped by (dev, ino) and kcmp sorts
 //! within each group: most groups have one member and cost no call at all.
 
+use super::CollectError;
+use std::cmp::Ordering;
 use std::collections::HashMap;
 
 const KCMP_FILE: libc::c_int = 0;
 
-/// kcmp(KCMP_FILE): Some(Ordering), or None when a process or fd is gone.
-fn kcmp_file(a: (i32, u32), b: (i32, u32)) -> Option<std::cmp::Ordering> {
+/// kcmp(KCMP_FILE): the order of two open files, or the errno.
+fn kcmp_file(a: (i32, u32), b: (i32, u32)) -> Result<Ordering, i32> {
     // SAFETY: kcmp takes only integers.
     let r = unsafe {
         libc::syscall(
@@ -23,10 +25,12 @@ fn kcmp_file(a: (i32, u32), b: (i32, u32)) -> Option<std::cmp::Ordering> {
         )
     };
     match r {
-        0 => Some(std::cmp::Ordering::Equal),
-        1 => Some(std::cmp::Ordering::Less),
-        2 => Some(std::cmp::Ordering::Greater),
-        _ => None,
+        0 => Ok(Ordering::Equal),
+        1 => Ok(Ordering::Less),
+        2 => Ok(Ordering::Greater),
+        _ => Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)),
     }
 }
 
@@ -34,7 +38,7 @@ fn kcmp_file(a: (i32, u32), b: (i32, u32)) -> Option<std::cmp::Ordering> {
 /// sort): failed comparisons count as "less" and the caller's ids for such
 /// fds are merely not shared. (`slice::sort_by` may panic on an
 /// inconsistent order.)
-fn merge_sort<T: Copy>(v: &mut Vec<T>, cmp: &mut impl FnMut(T, T) -> std::cmp::Ordering) {
+fn merge_sort<T: Copy>(v: &mut Vec<T>, cmp: &mut impl FnMut(T, T) -> Ordering) {
     if v.len() <= 1 {
         return;
     }
@@ -45,7 +49,7 @@ fn merge_sort<T: Copy>(v: &mut Vec<T>, cmp: &mut impl FnMut(T, T) -> std::cmp::O
     let (mut i, mut j) = (0, 0);
     v.reserve(left.len() + right.len());
     while i < left.len() && j < right.len() {
-        if cmp(right[j], left[i]) == std::cmp::Ordering::Less {
+        if cmp(right[j], left[i]) == Ordering::Less {
             v.push(right[j]);
             j += 1;
         } else {
@@ -58,8 +62,11 @@ fn merge_sort<T: Copy>(v: &mut Vec<T>, cmp: &mut impl FnMut(T, T) -> std::cmp::O
 }
 
 /// Assigns a description id to each `(pid, fd, dev, ino)`; returns ids in
-/// input order. Equal ids exactly when kcmp says the files are equal.
-pub fn description_ids(fds: &[(i32, u32, u64, u64)]) -> Vec<u32> {
+/// input order. Equal ids exactly when kcmp says the files are equal. A
+/// process or fd gone meanwhile (ESRCH, EBADF) just shares nothing; any
+/// other failure (no ptrace right, a kernel without CONFIG_KCMP) is an
+/// error, not a silently wrong identity.
+pub fn description_ids(fds: &[(i32, u32, u64, u64)]) -> Result<Vec<u32>, CollectError> {
     let mut groups: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
     for (i, &(_, _, dev, ino)) in fds.iter().enumerate() {
         groups.entry((dev, ino)).or_default().push(i);
@@ -71,17 +78,47 @@ pub fn description_ids(fds: &[(i32, u32, u64, u64)]) -> Vec<u32> {
     for key in keys {
         let mut members = groups.remove(&key).unwrap();
         let at = |i: usize| (fds[i].0, fds[i].1);
-        let mut cmp =
-            |a: usize, b: usize| kcmp_file(at(a), at(b)).unwrap_or(std::cmp::Ordering::Less);
+        let mut failure = None;
+        // Results seen while sorting; the pass over neighbours reuses them.
+        let mut seen: HashMap<(usize, usize), Ordering> = HashMap::new();
+        let mut cmp = |a: usize, b: usize| {
+            if let Some(&o) = seen.get(&(a, b)) {
+                return o;
+            }
+            let o = match kcmp_file(at(a), at(b)) {
+                Ok(o) => o,
+                Err(libc::ESRCH) | Err(libc::EBADF) => Ordering::Less,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    Ordering::Less
+                }
+            };
+            seen.insert((a, b), o);
+            seen.insert((b, a), o.reverse());
+            o
+        };
         merge_sort(&mut members, &mut cmp);
-        for (k, &m) in members.iter().enumerate() {
-            if k == 0 || kcmp_file(at(members[k - 1]), at(m)) != Some(std::cmp::Ordering::Equal) {
+        for k in 0..members.len() {
+            if k == 0 || cmp(members[k - 1], members[k]) != Ordering::Equal {
                 next += 1;
             }
-            ids[m] = next;
+            ids[members[k]] = next;
+        }
+        if let Some(e) = failure {
+            let (pid, fd) = at(members[0]);
+            let err = std::io::Error::from_raw_os_error(e);
+            return Err(if e == libc::EPERM || e == libc::EACCES {
+                CollectError::Privilege(format!(
+                    "kcmp on process {pid} fd {fd}: {err}: run dumper as root (with CAP_SYS_PTRACE)"
+                ))
+            } else {
+                CollectError::Kernel(format!(
+                    "kcmp on process {pid} fd {fd}: {err} (the kernel needs CONFIG_KCMP or CONFIG_CHECKPOINT_RESTORE)"
+                ))
+            });
         }
     }
-    ids
+    Ok(ids)
 }
 
 #[cfg(test)]
@@ -97,7 +134,7 @@ mod tests {
         let a = f.as_raw_fd() as u32;
         let d = unsafe { libc::dup(a as i32) } as u32;
         let b = g.as_raw_fd() as u32;
-        let ids = description_ids(&[(me, a, 1, 1), (me, b, 1, 1), (me, d, 1, 1)]);
+        let ids = description_ids(&[(me, a, 1, 1), (me, b, 1, 1), (me, d, 1, 1)]).unwrap();
         assert_eq!(ids[0], ids[2]);
         assert_ne!(ids[0], ids[1]);
         unsafe { libc::close(d as i32) };

@@ -53,13 +53,8 @@ impl From<ProcError> for Skip {
 fn io_skip(what: &Path, e: std::io::Error) -> Skip {
     if vanished(&e) {
         Skip::Gone
-    } else if e.kind() == std::io::ErrorKind::PermissionDenied {
-        Skip::Fail(CollectError::Privilege(format!(
-            "permission denied reading {}: run dumper as root (with CAP_SYS_PTRACE)",
-            what.display()
-        )))
     } else {
-        Skip::Fail(CollectError::io(what.display().to_string(), e))
+        Skip::Fail(super::paths::link_error(what, e))
     }
 }
 
@@ -94,7 +89,7 @@ impl Collector for ProcCollector {
                 return Err(CollectError::NoSuchProcess(root));
             }
         }
-        assign_file_ids(&mut snap);
+        assign_file_ids(&mut snap)?;
         snap.canonicalize();
         Ok(snap)
     }
@@ -145,7 +140,15 @@ fn read_task(pid: i32) -> Result<Task, Skip> {
     let status = p.status()?;
     let threads = p.tasks()?.flatten().map(|t| t.tid).collect();
     let base = format!("/proc/{pid}");
-    let link = |name: &str| super::paths::readlink(Path::new(&format!("{base}/{name}")));
+    // cwd, root and exe: gone for zombies (and exe for kernel threads).
+    let link = |name: &str| -> Result<Option<String>, Skip> {
+        let p = format!("{base}/{name}");
+        match super::paths::readlink(Path::new(&p)) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if vanished(&e) => Ok(None),
+            Err(e) => Err(io_skip(Path::new(&p), e)),
+        }
+    };
     let mut task = Task {
         pid,
         tgid: status.tgid,
@@ -183,9 +186,9 @@ fn read_task(pid: i32) -> Result<Task, Skip> {
         exit_signal: stat.exit_signal.unwrap_or(0),
         nice: stat.nice as i32,
         kthread: stat.flags & PF_KTHREAD != 0,
-        cwd: link("cwd"),
-        root: link("root"),
-        exe: link("exe"),
+        cwd: link("cwd")?,
+        root: link("root")?,
+        exe: link("exe")?,
         fds: vec![],
         vmas: vec![],
     };
@@ -307,17 +310,18 @@ fn read_vmas(pid: i32) -> Result<Vec<Vma>, Skip> {
 
 /// Gives every fd a raw description id (kcmp-equal fds share one); the
 /// snapshot's canonical ids are derived from these.
-fn assign_file_ids(snap: &mut Snapshot) {
+fn assign_file_ids(snap: &mut Snapshot) -> Result<(), CollectError> {
     let all: Vec<(i32, u32, u64, u64)> = snap
         .tasks
         .iter()
         .flat_map(|t| t.fds.iter().map(move |f| (t.pid, f.fd, f.dev, f.ino)))
         .collect();
-    let ids = kcmp::description_ids(&all);
+    let ids = kcmp::description_ids(&all)?;
     let mut it = ids.into_iter();
     for t in &mut snap.tasks {
         for f in &mut t.fds {
             f.file_id = it.next().unwrap_or(0);
         }
     }
+    Ok(())
 }
