@@ -141,6 +141,23 @@ fn generate(btf_path: &str, out: &std::path::Path) -> Result<u64, String> {
     Ok(digest)
 }
 
+/// The channel pinned in ebpf/rust-toolchain.toml (xtask reads the same).
+fn ebpf_toolchain(root: &std::path::Path) -> Result<String, String> {
+    let path = root.join("ebpf/rust-toolchain.toml");
+    let text = fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .find_map(|l| {
+            let v = l
+                .trim()
+                .strip_prefix("channel")?
+                .trim()
+                .strip_prefix('=')?
+                .trim();
+            Some(v.strip_prefix('"')?.strip_suffix('"')?.to_string())
+        })
+        .ok_or_else(|| format!("no channel = \"...\" in {}", path.display()))
+}
+
 fn fail(msg: &str) -> ! {
     // One readable line instead of a build-script backtrace.
     eprintln!("error: {msg}");
@@ -169,9 +186,10 @@ fn main() {
     let ebpf_target = out.join("ebpf-target");
     let home = env::var("HOME").unwrap_or_default();
     let path = format!("{home}/.cargo/bin:{}", env::var("PATH").unwrap_or_default());
+    let toolchain = ebpf_toolchain(&root).unwrap_or_else(|e| fail(&e));
     let mut cmd = Command::new("rustup");
     cmd.current_dir(root.join("ebpf"))
-        .args(["run", "nightly", "cargo", "build", "--release"])
+        .args(["run", &toolchain, "cargo", "build", "--release"])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
         .arg("--target-dir")
         .arg(&ebpf_target)
@@ -196,7 +214,7 @@ fn main() {
     }
     match cmd.status() {
         Ok(s) if s.success() => {}
-        Ok(_) => fail("building the eBPF programs failed (see above); if bpf-linker or the nightly's rust-src is missing, run `cargo xtask setup`"),
+        Ok(_) => fail(&format!("building the eBPF programs with {toolchain} failed (see above); if that toolchain, its rust-src or bpf-linker is missing, run `cargo xtask setup`")),
         Err(e) => fail(&format!("cannot run rustup to build the eBPF programs ({e}); run `cargo xtask setup`")),
     }
     let obj = ebpf_target.join("bpfel-unknown-none/release/dumper-ebpf");

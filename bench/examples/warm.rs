@@ -12,7 +12,11 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .expect("usage: warm PID [proc|bpf] [N]");
     let name = args.get(2).map(String::as_str).unwrap_or("bpf");
-    let n: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(20);
+    let n: usize = args
+        .get(3)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20)
+        .max(1);
     let mut c = collect::by_name(name).unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(1)

@@ -8,6 +8,9 @@
 //! digest in section `.dumper.btf`; the loader refuses other kernels.
 #![no_std]
 #![no_main]
+// Program entry points take the kernel's context pointer, which the kernel
+// guarantees valid; they cannot be `unsafe fn`.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 use aya_ebpf::{
     bindings::seq_file,
@@ -101,7 +104,7 @@ macro_rules! off {
 /// collection's time in perf.)
 #[inline(always)]
 fn zero<T>(r: &mut T) {
-    const { assert!(core::mem::size_of::<T>() % 8 == 0 && core::mem::align_of::<T>() == 8) };
+    const { assert!(core::mem::size_of::<T>().is_multiple_of(8) && core::mem::align_of::<T>() == 8) };
     let p = r as *mut T as *mut u64;
     let mut i = 0;
     while i < core::mem::size_of::<T>() / 8 {

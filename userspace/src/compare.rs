@@ -9,9 +9,19 @@ use std::collections::BTreeMap;
 pub struct Mismatch {
     /// Where: `task 123 fd 7 pos`, `task 123 vma 7f00..-7f01.. prot`.
     pub path: String,
-    /// The value each collector gave, in collector order (JSON text;
-    /// `absent` where one collector has no such entry).
-    pub values: Vec<String>,
+    /// The value each collector gave, in collector order (`"absent"`
+    /// where one collector has no such entry).
+    pub values: Vec<Value>,
+}
+
+/// `["present", "absent"]` when only the first side has the entry.
+fn presence(first: bool) -> Vec<Value> {
+    let (p, a) = (Value::from("present"), Value::from("absent"));
+    if first {
+        vec![p, a]
+    } else {
+        vec![a, p]
+    }
 }
 
 fn fields(v: &impl Serialize) -> BTreeMap<String, Value> {
@@ -37,7 +47,7 @@ fn diff_fields(
         if va != vb {
             out.push(Mismatch {
                 path: format!("{path} {k}"),
-                values: vec![va.to_string(), vb.to_string()],
+                values: vec![va.clone(), vb.clone()],
             });
         }
     }
@@ -60,14 +70,14 @@ fn diff_keyed<T: Serialize, K: Ord + Copy>(
             Some(xb) => diff_fields(&p, xa, xb, &[], out),
             None => out.push(Mismatch {
                 path: p,
-                values: vec!["present".into(), "absent".into()],
+                values: presence(true),
             }),
         }
     }
     for k in mb.keys().filter(|k| !ma.contains_key(k)) {
         out.push(Mismatch {
             path: format!("{path}{}", label(*k)),
-            values: vec!["absent".into(), "present".into()],
+            values: presence(false),
         });
     }
 }
@@ -96,14 +106,14 @@ pub fn diff(a: &Snapshot, b: &Snapshot) -> Vec<Mismatch> {
             Some(u) => diff_task(t, u, &mut out),
             None => out.push(Mismatch {
                 path: format!("task {pid}"),
-                values: vec!["present".into(), "absent".into()],
+                values: presence(true),
             }),
         }
     }
     for pid in tb.keys().filter(|p| !ta.contains_key(p)) {
         out.push(Mismatch {
             path: format!("task {pid}"),
-            values: vec!["absent".into(), "present".into()],
+            values: presence(false),
         });
     }
     out
@@ -132,7 +142,7 @@ mod tests {
             diff(&a, &b),
             vec![Mismatch {
                 path: "task 5 fd 7 pos".into(),
-                values: vec!["10".into(), "12".into()]
+                values: vec![10.into(), 12.into()]
             }]
         );
         b.tasks[0].comm = "b".into();

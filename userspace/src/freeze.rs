@@ -5,133 +5,161 @@
 //! and they resume (kernel/ptrace.c, exit_ptrace), so the tree is never
 //! left stopped.
 
-use crate::collect::{proc::resolve_tgid, CollectError};
-use std::collections::{HashMap, HashSet};
+use crate::collect::{proc::resolve_tgid, proc::tree_pids, CollectError};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const PTRACE_EVENT_STOP: i32 = 128;
+/// How long a thread may take to reach its interrupt stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Frozen {
     /// tid → signal to re-inject at detach (a signal-delivery stop caught
-    /// while interrupting).
-    tids: HashMap<i32, i32>,
-    pub frozen_at: Instant,
+    /// while interrupting), or None while the thread has not stopped yet.
+    tids: HashMap<i32, Option<i32>>,
+    /// When the first thread was stopped.
+    since: Instant,
 }
 
-/// The live threads of the tree at `root` right now: (tgid, tids).
-fn tree_threads(root: i32) -> Vec<(i32, Vec<i32>)> {
+/// The live threads of the tree at `root` right now.
+fn tree_threads(root: i32) -> Vec<i32> {
     let mut out = vec![];
-    let mut queue = vec![root];
-    let mut seen = HashSet::from([root]);
-    while let Some(pid) = queue.pop() {
+    for pid in tree_pids(root) {
         let Ok(tasks) = procfs::process::Process::new(pid).and_then(|p| p.tasks()) else {
             continue;
         };
-        let mut tids = vec![];
         for t in tasks.flatten() {
             // Zombies cannot be traced and do not change.
-            if t.stat()
-                .map(|s| s.state == 'Z' || s.state == 'X')
-                .unwrap_or(true)
-            {
-                continue;
-            }
-            tids.push(t.tid);
-            for c in t.children().unwrap_or_default() {
-                if seen.insert(c as i32) {
-                    queue.push(c as i32);
-                }
+            if t.stat().is_ok_and(|s| s.state != 'Z' && s.state != 'X') {
+                out.push(t.tid);
             }
         }
-        out.push((pid, tids));
     }
     out
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn ptrace(req: libc::c_uint, tid: i32, data: libc::c_long) -> Result<(), i32> {
+    let null = std::ptr::null_mut::<libc::c_void>();
+    // SAFETY: SEIZE, INTERRUPT and DETACH take no pointers (addr is null,
+    // data an integer: options or a signal number).
+    let r = unsafe { libc::ptrace(req, tid, null, data as *mut libc::c_void) };
+    if r != 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
+/// Waits for `tid`'s next stop for up to `timeout`: Ok(Some(status)), or
+/// Ok(None) on time-out.
+fn wait_stop(tid: i32, timeout: Duration) -> Result<Option<i32>, i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for our own tracee.
+        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+        if r == tid {
+            return Ok(Some(status));
+        }
+        if r < 0 {
+            return Err(errno());
+        }
+        if Instant::now() > deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+fn in_tree(root: i32, me: i32) -> CollectError {
+    CollectError::Privilege(format!(
+        "the tree of {root} contains dumper itself (pid {me}): name a root that is not an ancestor of dumper"
+    ))
 }
 
 impl Frozen {
     pub fn freeze(root: i32) -> Result<Frozen, CollectError> {
         let root = resolve_tgid(root)?;
-        if root == std::process::id() as i32 {
-            return Err(CollectError::Privilege(
-                "dumper cannot freeze itself".into(),
-            ));
+        let me = std::process::id() as i32;
+        if tree_pids(root).contains(&me) {
+            return Err(in_tree(root, me));
         }
         let mut f = Frozen {
             tids: HashMap::new(),
-            frozen_at: Instant::now(),
+            since: Instant::now(),
         };
         // New threads and children can appear until their creators stop.
         for _round in 0..100 {
             let mut new = 0;
-            for (_, tids) in tree_threads(root) {
-                for tid in tids {
-                    if f.tids.contains_key(&tid) {
-                        continue;
+            for tid in tree_threads(root) {
+                if f.tids.contains_key(&tid) {
+                    continue;
+                }
+                if resolve_tgid(tid).is_ok_and(|tgid| tgid == me) {
+                    return Err(in_tree(root, me));
+                }
+                if f.tids.is_empty() {
+                    f.since = Instant::now();
+                }
+                match f.seize(tid) {
+                    Ok(()) => new += 1,
+                    // Exited meanwhile: nothing to hold.
+                    Err(libc::ESRCH) => {}
+                    Err(libc::ETIMEDOUT) => {
+                        return Err(CollectError::Kernel(format!(
+                            "thread {tid} did not stop within {} s (in an uninterruptible wait?); the tree was released",
+                            STOP_TIMEOUT.as_secs()
+                        )))
                     }
-                    match f.seize(tid) {
-                        Ok(()) => new += 1,
-                        // Exited meanwhile: nothing to hold.
-                        Err(e) if e == libc::ESRCH => {}
-                        Err(e) => {
-                            let err = std::io::Error::from_raw_os_error(e);
-                            return Err(CollectError::Privilege(format!(
-                                "cannot freeze thread {tid} with ptrace ({err}): run as root; it may already be traced (strace, gdb) or ptrace may be restricted (kernel.yama.ptrace_scope)"
-                            )));
-                        }
+                    Err(e @ (libc::EPERM | libc::EACCES)) => {
+                        return Err(CollectError::Privilege(format!(
+                            "cannot freeze thread {tid} with ptrace ({}): run as root; it may already be traced (strace, gdb), or ptrace may be restricted (kernel.yama.ptrace_scope)",
+                            std::io::Error::from_raw_os_error(e)
+                        )))
+                    }
+                    Err(e) => {
+                        return Err(CollectError::Kernel(format!(
+                            "cannot freeze thread {tid} with ptrace: {}",
+                            std::io::Error::from_raw_os_error(e)
+                        )))
                     }
                 }
             }
             if new == 0 {
-                f.frozen_at = Instant::now();
                 return Ok(f);
             }
         }
         Err(CollectError::Kernel(format!(
-            "tree {root} keeps creating tasks faster than it can be frozen"
+            "tree {root} keeps creating tasks faster than it can be frozen; it was released"
         )))
     }
 
     fn seize(&mut self, tid: i32) -> Result<(), i32> {
-        let errno = || {
-            std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO)
+        ptrace(libc::PTRACE_SEIZE, tid, 0)?;
+        // From here on release() detaches it, whatever happens next.
+        self.tids.insert(tid, None);
+        ptrace(libc::PTRACE_INTERRUPT, tid, 0)?;
+        let Some(status) = wait_stop(tid, STOP_TIMEOUT)? else {
+            return Err(libc::ETIMEDOUT);
         };
-        // SAFETY: plain ptrace requests on a tid.
-        unsafe {
-            if libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0) != 0 {
-                return Err(errno());
-            }
-            // From here on Drop detaches it, whatever happens next.
-            self.tids.insert(tid, 0);
-            if libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0) != 0 {
-                return Err(errno());
-            }
-            let mut status = 0;
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                let r = libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG);
-                if r == tid {
-                    break;
-                }
-                if r < 0 {
-                    return Err(errno());
-                }
-                if Instant::now() > deadline {
-                    return Err(libc::ETIMEDOUT);
-                }
-                std::thread::sleep(Duration::from_micros(100));
-            }
-            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-                self.tids.remove(&tid);
-                return Err(libc::ESRCH);
-            }
-            // A stop that is not our interrupt is a signal-delivery stop:
-            // the signal goes back in at detach.
-            if libc::WIFSTOPPED(status) && (status >> 16) != PTRACE_EVENT_STOP {
-                self.tids.insert(tid, libc::WSTOPSIG(status));
-            }
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            self.tids.remove(&tid);
+            return Err(libc::ESRCH);
         }
+        // A stop that is not our interrupt is a signal-delivery stop: the
+        // signal goes back in at detach.
+        let sig = if libc::WIFSTOPPED(status) && (status >> 16) != PTRACE_EVENT_STOP {
+            libc::WSTOPSIG(status)
+        } else {
+            0
+        };
+        self.tids.insert(tid, Some(sig));
         Ok(())
     }
 
@@ -139,16 +167,25 @@ impl Frozen {
         self.tids.len()
     }
 
-    /// Releases the tree (also done by Drop).
+    /// Releases the tree (also done by Drop); returns how long it was held.
     pub fn thaw(mut self) -> Duration {
         self.release();
-        self.frozen_at.elapsed()
+        self.since.elapsed()
     }
 
     fn release(&mut self) {
         for (tid, sig) in self.tids.drain() {
-            // SAFETY: detaching our own tracee.
-            unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, 0, sig as libc::c_long) };
+            let sig = match sig {
+                Some(sig) => sig,
+                // Seized but not yet stopped: PTRACE_DETACH needs a stopped
+                // tracee. Give it a last chance to stop; one that never does
+                // is detached by the kernel when dumper exits.
+                None => match wait_stop(tid, Duration::from_millis(500)) {
+                    Ok(Some(status)) if libc::WIFSTOPPED(status) => 0,
+                    _ => continue,
+                },
+            };
+            let _ = ptrace(libc::PTRACE_DETACH, tid, sig as libc::c_long);
         }
     }
 }

@@ -3,6 +3,10 @@
 //! Data flow: a collector ([`collect`]) fills the [`model`]; [`compare`]
 //! diffs two snapshots; [`freeze`] holds a tree still meanwhile.
 
+// The vm flag bits, the page size and the syscall numbers used are x86_64's.
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!("dumper supports x86_64 only so far");
+
 pub mod collect;
 pub mod compare;
 pub mod freeze;

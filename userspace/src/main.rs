@@ -65,10 +65,18 @@ enum Cmd {
     Sample,
 }
 
-fn summary(s: &Snapshot, name: &str, ns: u128) {
+fn summary(s: &Snapshot, c: &dyn Collector, ns: u128) {
     let (tasks, fds, vmas) = s.counts();
     let threads: usize = s.tasks.iter().map(|t| t.threads.len()).sum();
-    println!("{tasks} processes, {threads} threads, {fds} fds, {vmas} mappings ({name} collector, {:.3} ms)", ns as f64 / 1e6);
+    let links = c
+        .readlinks()
+        .map(|n| format!(", {n} readlinks"))
+        .unwrap_or_default();
+    println!(
+        "{tasks} processes, {threads} threads, {fds} fds, {vmas} mappings ({} collector, {:.3} ms{links})",
+        c.name(),
+        ns as f64 / 1e6
+    );
     println!(
         "{:>7} {:>7} {:>7} {:>7} {:1} {:>4} {:>4} {:>5}  COMM",
         "PID", "PPID", "PGID", "SID", "S", "THR", "FDS", "VMAS"
@@ -102,7 +110,7 @@ fn run_collect(tree: Option<i32>, collector: &str, json: bool) -> Result<()> {
         serde_json::to_writer(std::io::stdout().lock(), &snap)?;
         println!();
     } else {
-        summary(&snap, c.name(), ns);
+        summary(&snap, c.as_ref(), ns);
     }
     Ok(())
 }
@@ -110,6 +118,13 @@ fn run_collect(tree: Option<i32>, collector: &str, json: bool) -> Result<()> {
 fn run_compare(tree: i32, names: &[String], json: bool) -> Result<bool> {
     if names.len() < 2 {
         bail!("compare needs at least two collectors, e.g. --collect proc,bpf");
+    }
+    if let Some(dup) = names
+        .iter()
+        .enumerate()
+        .find_map(|(i, n)| names[..i].contains(n).then_some(n))
+    {
+        bail!("collector {dup:?} named twice in --collect");
     }
     // Load every collector before freezing: program load and verification
     // must not lengthen the time the tree is stopped.
@@ -120,12 +135,22 @@ fn run_compare(tree: i32, names: &[String], json: bool) -> Result<bool> {
     let frozen = Frozen::freeze(tree)?;
     let mut snaps = vec![];
     let mut timings = serde_json::Map::new();
+    let mut counts = serde_json::Map::new();
+    let mut readlinks = serde_json::Map::new();
     for c in &mut collectors {
         let t0 = Instant::now();
         let s = c
             .collect(Target::Tree(tree))
             .with_context(|| format!("{} collector", c.name()))?;
         timings.insert(c.name().into(), (t0.elapsed().as_nanos() as u64).into());
+        let (t, f, v) = s.counts();
+        counts.insert(
+            c.name().into(),
+            serde_json::json!({"tasks": t, "fds": f, "vmas": v}),
+        );
+        if let Some(n) = c.readlinks() {
+            readlinks.insert(c.name().into(), n.into());
+        }
         snaps.push(s);
     }
     let threads = frozen.threads();
@@ -149,7 +174,7 @@ fn run_compare(tree: i32, names: &[String], json: bool) -> Result<bool> {
             .collect();
         let out = serde_json::json!({
             "agree": agree, "tasks": tasks, "fds": fds, "vmas": vmas,
-            "mismatches": ms, "timings": timings,
+            "mismatches": ms, "timings": timings, "counts": counts, "readlinks": readlinks,
             "frozen_ns": frozen_for.as_nanos() as u64, "frozen_threads": threads,
         });
         println!("{out}");
@@ -158,14 +183,37 @@ fn run_compare(tree: i32, names: &[String], json: bool) -> Result<bool> {
             println!("{}: {a}={} {b}={}", m.path, m.values[0], m.values[1]);
         }
         let verdict = if agree { "agree" } else { "DISAGREE" };
-        println!(
-            "{}: {verdict} on {tasks} tasks, {fds} fds, {vmas} mappings ({} mismatches)",
-            names.join(" vs "),
-            mismatches.len()
-        );
+        if snaps.iter().all(|s| s.counts() == snaps[0].counts()) {
+            println!(
+                "{}: {verdict} on {tasks} tasks, {fds} fds, {vmas} mappings ({} mismatches)",
+                names.join(" vs "),
+                mismatches.len()
+            );
+        } else {
+            let each: Vec<String> = names
+                .iter()
+                .zip(&snaps)
+                .map(|(n, s)| {
+                    let (t, f, v) = s.counts();
+                    format!("{n} {t} tasks, {f} fds, {v} mappings")
+                })
+                .collect();
+            println!(
+                "{}: {verdict} ({}; {} mismatches)",
+                names.join(" vs "),
+                each.join("; "),
+                mismatches.len()
+            );
+        }
         let t: Vec<String> = timings
             .iter()
-            .map(|(k, v)| format!("{k} {:.3} ms", v.as_u64().unwrap_or(0) as f64 / 1e6))
+            .map(|(k, v)| {
+                let links = readlinks
+                    .get(k)
+                    .map(|n| format!(" ({n} readlinks)"))
+                    .unwrap_or_default();
+                format!("{k} {:.3} ms{links}", v.as_u64().unwrap_or(0) as f64 / 1e6)
+            })
             .collect();
         println!(
             "timings: {}; tree frozen {:.3} ms ({threads} threads)",
@@ -189,7 +237,25 @@ fn main() {
     // Die quietly on a closed pipe (`dumper collect | head`), as CLI tools do.
     // SAFETY: restoring a default signal disposition.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print as clap prints them; a malformed
+        // command line gets one line, like every other error.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.to_string();
+            let first: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.is_empty())
+                .collect();
+            eprintln!(
+                "dumper: {} (see dumper --help)",
+                first.join(" ").trim_start_matches("error: ")
+            );
+            std::process::exit(2);
+        }
+    };
     let r = match cli.cmd {
         Cmd::Collect {
             tree,

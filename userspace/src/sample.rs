@@ -90,6 +90,8 @@ pub fn run() -> ! {
     unsafe {
         libc::setsid();
         let dir = std::env::temp_dir().join(format!("dumper-sample-{}", std::process::id()));
+        // A leftover of a killed run with a reused pid would make mkfifo fail.
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("sample: temp dir");
         let mut fds = BTreeMap::new();
         let mut maps = BTreeMap::new();

@@ -11,8 +11,24 @@ use std::process::{Command, Stdio};
 
 /// bpf-linker release built by setup (features select the LLVM major).
 const BPF_LINKER_VERSION: &str = "0.13.0";
-/// The toolchain that builds ebpf/ (ebpf/rust-toolchain.toml says the same).
-const EBPF_TOOLCHAIN: &str = "nightly";
+/// The toolchain that builds ebpf/: the channel pinned in
+/// ebpf/rust-toolchain.toml, the one place that names it.
+fn ebpf_toolchain() -> Result<String> {
+    let path = root().join("ebpf/rust-toolchain.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    text.lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("channel")?
+                .trim()
+                .strip_prefix('=')?
+                .trim()
+                .strip_prefix('"')?
+                .strip_suffix('"')
+                .map(str::to_string)
+        })
+        .with_context(|| format!("no channel = \"...\" in {}", path.display()))
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -81,23 +97,19 @@ fn setup_apt() -> Result<()> {
 }
 
 fn setup_rustup() -> Result<()> {
+    let tc = ebpf_toolchain()?;
     let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
-    if !toolchains.lines().any(|l| l.starts_with(EBPF_TOOLCHAIN)) {
-        run(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            EBPF_TOOLCHAIN,
-            "--profile",
-            "minimal",
-        ]))?;
+    if !toolchains.lines().any(|l| l.starts_with(&tc)) {
+        run(Command::new("rustup").args(["toolchain", "install", &tc, "--profile", "minimal"]))?;
     }
     run(Command::new("rustup").args([
         "component",
         "add",
         "rust-src",
         "rustfmt",
+        "clippy",
         "--toolchain",
-        EBPF_TOOLCHAIN,
+        &tc,
     ]))?;
     run(Command::new("rustup")
         .args(["component", "add", "rustfmt", "clippy"])
@@ -109,11 +121,8 @@ fn setup_rustup() -> Result<()> {
 /// libLLVM, and the llvm-NN feature for its major version. A stamp records
 /// which nightly it was built for; a nightly update rebuilds it.
 fn setup_bpf_linker() -> Result<()> {
-    let vv = output(
-        Command::new("rustc")
-            .arg(format!("+{EBPF_TOOLCHAIN}"))
-            .arg("-vV"),
-    )?;
+    let tc = ebpf_toolchain()?;
+    let vv = output(Command::new("rustc").arg(format!("+{tc}")).arg("-vV"))?;
     let llvm = vv
         .lines()
         .find_map(|l| l.strip_prefix("LLVM version: "))
@@ -133,7 +142,7 @@ fn setup_bpf_linker() -> Result<()> {
     }
     let sysroot = output(
         Command::new("rustc")
-            .arg(format!("+{EBPF_TOOLCHAIN}"))
+            .arg(format!("+{tc}"))
             .args(["--print", "sysroot"]),
     )?;
     let syslib = Path::new(sysroot.trim()).join("lib");
@@ -154,9 +163,9 @@ fn setup_bpf_linker() -> Result<()> {
     let versioned =
         versioned.with_context(|| format!("no libLLVM.so.* in {}", syslib.display()))?;
     std::os::unix::fs::symlink(&versioned, lib.join("libLLVM.so"))?;
-    eprintln!("building bpf-linker {BPF_LINKER_VERSION} against the {EBPF_TOOLCHAIN} toolchain's LLVM {llvm} (about a minute)");
+    eprintln!("building bpf-linker {BPF_LINKER_VERSION} against the {tc} toolchain's LLVM {llvm} (about a minute)");
     run(Command::new("cargo")
-        .arg(format!("+{EBPF_TOOLCHAIN}"))
+        .arg(format!("+{tc}"))
         .args([
             "install",
             "bpf-linker",
@@ -225,10 +234,15 @@ fn build_ebpf(args: &[String]) -> Result<()> {
 }
 
 fn test() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the suite collects real processes with ptrace, kcmp and BPF: run it as root (sudo -E cargo xtask test)");
+    }
     setup()?;
+    let tc = ebpf_toolchain()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(Command::new("cargo")
-        .arg(format!("+{EBPF_TOOLCHAIN}"))
+        .arg(format!("+{tc}"))
         .args(["fmt", "--check"])
         .current_dir(root().join("ebpf"))
         .env_remove("RUSTUP_TOOLCHAIN"))?;
@@ -240,7 +254,42 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The eBPF crate needs the offsets the userspace build generated.
+    let offsets = newest(
+        &root().join("target/debug/build"),
+        "dumper-",
+        "out/kernel_offsets.rs",
+    )
+    .context("no kernel_offsets.rs under target/debug/build after building dumper")?;
+    run(Command::new("cargo")
+        .arg(format!("+{tc}"))
+        .args(["clippy", "--release", "--target-dir"])
+        .arg(root().join("target/ebpf-clippy"))
+        .args(["--", "-D", "warnings"])
+        .current_dir(root().join("ebpf"))
+        .env("DUMPER_KERNEL_OFFSETS", offsets)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                cargo_bin().display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env_remove("RUSTUP_TOOLCHAIN"))?;
     cargo_test()
+}
+
+/// The most recently written `DIR/PREFIX*/FILE`.
+fn newest(dir: &Path, prefix: &str, file: &str) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path().join(file))
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
 }
 
 /// `cargo test --workspace`, passing its output through and closing with

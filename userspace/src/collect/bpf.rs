@@ -9,7 +9,7 @@
 use super::{classify, paths::PathCache, tree_members, CollectError, Collector, Target};
 use crate::model::{
     kdev_to_dev, state_letter, Caps, Fd, FileType, Ids, Prot, SigMasks, Snapshot, Task, VmFlags,
-    Vma,
+    Vma, PF_KTHREAD,
 };
 use aya::programs::Iter;
 use aya::{Btf, Ebpf, EbpfLoader, Endianness};
@@ -30,7 +30,6 @@ const PROGRAMS: [(&str, &str); 3] = [
     ("dumper_task_file", "task_file"),
     ("dumper_task_vma", "task_vma"),
 ];
-const PF_KTHREAD: u32 = 0x0020_0000;
 const VM_READ: u64 = 0x1;
 const VM_WRITE: u64 = 0x2;
 const VM_EXEC: u64 = 0x4;
@@ -44,7 +43,7 @@ pub struct BpfCollector {
     ebpf: Ebpf,
     buf: Vec<u8>,
     /// readlink calls the last collection made (paths completed from /proc).
-    pub last_path_lookups: usize,
+    last_path_lookups: usize,
 }
 
 /// The digest of the BTF the embedded object was built for, from the
@@ -76,7 +75,8 @@ fn check_privilege() -> Result<(), CollectError> {
     let eff = status.capeff;
     let admin = has_cap(eff, CAP_SYS_ADMIN);
     let mut missing = vec![];
-    if !admin && !(has_cap(eff, CAP_BPF) && has_cap(eff, CAP_PERFMON)) {
+    let can_load = admin || (has_cap(eff, CAP_BPF) && has_cap(eff, CAP_PERFMON));
+    if !can_load {
         missing.push("CAP_BPF and CAP_PERFMON");
     }
     if !has_cap(eff, CAP_SYS_PTRACE) {
@@ -229,10 +229,10 @@ impl BpfCollector {
     }
 
     fn set_filter(&mut self, tgids: Option<&[i32]>) -> Result<(), CollectError> {
-        let mut filter: Box<TgidFilter> = Box::new(TgidFilter {
-            all: tgids.is_none() as u64,
-            bits: [0; FILTER_WORDS],
-        });
+        // 512 KiB: built on the heap, never on the stack.
+        // SAFETY: TgidFilter is integers only; all zeroes is valid.
+        let mut filter: Box<TgidFilter> = unsafe { Box::new_zeroed().assume_init() };
+        filter.all = tgids.is_none() as u64;
         for &t in tgids.unwrap_or(&[]) {
             let t = t as usize;
             if t < PID_LIMIT {
@@ -293,8 +293,27 @@ fn verifier_context(e: &aya::programs::ProgramError) -> String {
     }
 }
 
+/// A record type of dumper-common: plain old data, any bit pattern valid.
+///
+/// # Safety
+/// Only for `#[repr(C)]` structs of integers and integer arrays.
+pub unsafe trait Record: Copy {
+    const KIND: u32;
+}
+// SAFETY: all three are #[repr(C)] structs of integers and integer arrays.
+unsafe impl Record for TaskRecord {
+    const KIND: u32 = KIND_TASK;
+}
+unsafe impl Record for FileRecord {
+    const KIND: u32 = KIND_FILE;
+}
+unsafe impl Record for VmaRecord {
+    const KIND: u32 = KIND_VMA;
+}
+
 /// Splits a stream into records of type `T`, checking each header.
-fn decode<T: Copy>(buf: &[u8], kind: u32) -> Result<Vec<T>, CollectError> {
+pub fn decode<T: Record>(buf: &[u8]) -> Result<Vec<T>, CollectError> {
+    let kind = T::KIND;
     let size = std::mem::size_of::<T>();
     if !buf.len().is_multiple_of(size) {
         return Err(CollectError::Decode(format!(
@@ -329,9 +348,13 @@ impl Collector for BpfCollector {
         "bpf"
     }
 
+    fn readlinks(&self) -> Option<usize> {
+        Some(self.last_path_lookups)
+    }
+
     fn collect(&mut self, target: Target) -> Result<Snapshot, CollectError> {
         self.read_stream(0)?;
-        let tasks: Vec<TaskRecord> = decode(&self.buf, KIND_TASK)?;
+        let tasks: Vec<TaskRecord> = decode(&self.buf)?;
         let leaders: HashMap<i32, &TaskRecord> = tasks
             .iter()
             .filter(|t| t.pid == t.tgid)
@@ -356,9 +379,9 @@ impl Collector for BpfCollector {
             Target::Tree(_) => Some(&selected),
         })?;
         self.read_stream(1)?;
-        let files: Vec<FileRecord> = decode(&self.buf, KIND_FILE)?;
+        let files: Vec<FileRecord> = decode(&self.buf)?;
         self.read_stream(2)?;
-        let vmas: Vec<VmaRecord> = decode(&self.buf, KIND_VMA)?;
+        let vmas: Vec<VmaRecord> = decode(&self.buf)?;
 
         let mut paths = PathCache::default();
         let mut snap = Snapshot::default();
@@ -555,15 +578,11 @@ mod tests {
             )
         }
         .to_vec();
-        let v: Vec<VmaRecord> = decode(&bytes, KIND_VMA).unwrap();
+        let v: Vec<VmaRecord> = decode(&bytes).unwrap();
         assert_eq!(v[0].start, 0x1000);
-        assert!(
-            decode::<VmaRecord>(&bytes, KIND_FILE).is_err(),
-            "wrong kind"
-        );
-        assert!(
-            decode::<VmaRecord>(&bytes[1..], KIND_VMA).is_err(),
-            "torn stream"
-        );
+        let mut other = bytes.clone();
+        other[..4].copy_from_slice(&magic(KIND_FILE).to_le_bytes());
+        assert!(decode::<VmaRecord>(&other).is_err(), "wrong kind");
+        assert!(decode::<VmaRecord>(&bytes[1..]).is_err(), "torn stream");
     }
 }

@@ -62,9 +62,12 @@ pub trait Collector {
     fn skipped(&self) -> &[(i32, String)] {
         &[]
     }
+    /// readlink calls the last collection made to complete paths, for
+    /// collectors whose point is to avoid them.
+    fn readlinks(&self) -> Option<usize> {
+        None
+    }
 }
-
-pub const NAMES: &[&str] = &["proc", "bpf"];
 
 /// A collector by its command-line name. Loading `bpf` loads and verifies
 /// the programs (its cold cost); collections after that are warm.

@@ -5,15 +5,13 @@
 
 use super::{classify, fdinfo, kcmp, smaps, vanished, CollectError, Collector, Target};
 use crate::model::{
-    kdev_to_dev, Caps, Fd, FileType, Ids, Prot, SigMasks, Snapshot, Task, VmFlags, Vma,
+    kdev_to_dev, Caps, Fd, FileType, Ids, Prot, SigMasks, Snapshot, Task, VmFlags, Vma, PF_KTHREAD,
 };
 use procfs::process::Process;
 use procfs::ProcError;
 use std::collections::{HashSet, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-
-const PF_KTHREAD: u32 = 0x0020_0000;
 
 #[derive(Default)]
 pub struct ProcCollector {
@@ -106,7 +104,7 @@ pub fn resolve_tgid(pid: i32) -> Result<i32, CollectError> {
 /// `root` and its descendants, found through every thread's `children`
 /// file (CONFIG_PROC_CHILDREN), so only the tree is read, never all of
 /// /proc.
-fn tree_pids(root: i32) -> Vec<i32> {
+pub fn tree_pids(root: i32) -> Vec<i32> {
     let mut seen = HashSet::from([root]);
     let mut order = vec![];
     let mut queue = VecDeque::from([root]);

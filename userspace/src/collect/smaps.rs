@@ -1,6 +1,10 @@
 //! /proc/PID/smaps: the one /proc file that shows vm flags. Parsed here
-//! rather than through the procfs crate so that `VmFlags:` words come out
-//! as the kernel spells them.
+//! rather than through the procfs crate: its VmFlags type has no bit for
+//! `lf` (VM_LOCKONFAULT, mlock2's MLOCK_ONFAULT, which a restore must
+//! reproduce) and drops the words it does not know; here every word comes
+//! out as the kernel spells it. Names are taken from their exact column
+//! (fs/proc/task_mmu.c pads the header to 72 characters and a space), so a
+//! file name that starts with spaces keeps them.
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Mapping {
@@ -19,14 +23,29 @@ pub struct Mapping {
     pub vm_flags: Vec<String>,
 }
 
+/// Where the name starts: show_map_vma pads the header (seq_setwidth to
+/// 25 + 6 * sizeof(void *) - 1 = 72 columns), then one space.
+const NAME_COLUMN: usize = 72 + 1;
+
 fn header(line: &str) -> Option<Mapping> {
-    let mut it = line.splitn(6, ' ');
-    let range = it.next()?;
-    let perms = it.next()?.as_bytes();
-    let offset = it.next()?;
-    let dev = it.next()?;
-    let ino = it.next()?;
-    let name = it.next().unwrap_or("").trim_start();
+    let mut fields = line.splitn(6, ' ');
+    let range = fields.next()?;
+    let perms = fields.next()?.as_bytes();
+    let offset = fields.next()?;
+    let dev = fields.next()?;
+    let ino = fields.next()?;
+    // The header proper ends after the inode number.
+    let end_of_header = range.len() + perms.len() + offset.len() + dev.len() + ino.len() + 4;
+    let name = match line.get(end_of_header..) {
+        None | Some("") => "",
+        Some(rest) => {
+            let at = NAME_COLUMN.max(end_of_header + 1) - end_of_header;
+            match rest.get(..at) {
+                Some(pad) if pad.bytes().all(|b| b == b' ') => &rest[at..],
+                _ => rest.trim_start(),
+            }
+        }
+    };
     let (start, end) = range.split_once('-')?;
     let (major, minor) = dev.split_once(':')?;
     if perms.len() != 4 {
@@ -43,7 +62,8 @@ fn header(line: &str) -> Option<Mapping> {
         major: u32::from_str_radix(major, 16).ok()?,
         minor: u32::from_str_radix(minor, 16).ok()?,
         ino: ino.parse().ok()?,
-        name: name.to_string(),
+        // seq_path escapes a newline in a path as \012.
+        name: name.replace("\\012", "\n"),
         vm_flags: vec![],
     })
 }
@@ -74,14 +94,17 @@ VmFlags: rd wr mr mw me ac
 7f079ca96000-7f079ca98000 rw-s 00033000 fe:00 325843                     /tmp/a file (deleted)
 Size:                  8 kB
 VmFlags: rd wr sh mr mw me ms 
-7f079ca98000-7f079ca99000 ---p 00000000 00:00 0 
+7f079ca98000-7f079ca99000 ---p 00000000 00:00 0
 VmFlags: mr mw me gd 
+7f079ca99000-7f079ca9a000 r--p 00000000 fe:00 12                         /tmp/new\\012line
+7f079ca9a000-7f079ca9b000 r--p 00000000 fe:00 13                           two spaces
+ffffffffffffffff-ffffffffffffffff r--p 00000000 fe:00 123456789012345678 long
 ";
 
     #[test]
     fn mappings() {
         let m = parse(SAMPLE).unwrap();
-        assert_eq!(m.len(), 3);
+        assert_eq!(m.len(), 6);
         assert_eq!(m[0].start, 0x55d0c0a00000);
         assert_eq!(m[0].name, "[heap]");
         assert_eq!(m[0].vm_flags, ["rd", "wr", "mr", "mw", "me", "ac"]);
@@ -91,6 +114,9 @@ VmFlags: mr mw me gd
         assert_eq!(m[1].name, "/tmp/a file (deleted)");
         assert_eq!(m[2].name, "");
         assert!(!m[2].read && !m[2].write && !m[2].exec);
+        assert_eq!(m[3].name, "/tmp/new\nline");
+        assert_eq!(m[4].name, "  two spaces");
+        assert_eq!(m[5].name, "long");
     }
 
     #[test]

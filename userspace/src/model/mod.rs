@@ -157,6 +157,9 @@ impl Snapshot {
     }
 }
 
+/// `task->flags` bit of kernel threads (include/linux/sched.h).
+pub const PF_KTHREAD: u32 = 0x0020_0000;
+
 /// The kernel's `struct super_block::s_dev` (major << 20 | minor) as a
 /// userspace dev_t, which is what stat(2) and /proc show.
 pub fn kdev_to_dev(kdev: u32) -> u64 {
