@@ -258,6 +258,13 @@ fn proc_collector_reports_the_sample_tree_root() {
 }
 
 #[test]
+fn proc_tuned_collector_reports_the_sample_tree_root() {
+    if root_or_skip("proc_tuned_collector_reports_the_sample_tree_root") {
+        collector_reports_the_sample_tree("proc-tuned");
+    }
+}
+
+#[test]
 fn bpf_collector_reports_the_sample_tree_root() {
     if root_or_skip("bpf_collector_reports_the_sample_tree_root") {
         collector_reports_the_sample_tree("bpf");
@@ -270,24 +277,40 @@ fn collectors_agree_on_the_frozen_tree_root() {
         return;
     }
     let t = SampleTree::start(exe()).unwrap();
-    let mut proc = collect::by_name("proc").unwrap();
-    let mut bpf = collect::by_name("bpf").unwrap();
+    let names = ["proc", "proc-tuned", "procmap-query", "bpf"];
+    let mut collectors: Vec<_> = names.iter().map(|n| collect::by_name(n).unwrap()).collect();
     let frozen = Frozen::freeze(t.manifest.root).unwrap();
-    let a = proc.collect(Target::Tree(t.manifest.root)).unwrap();
-    let b = bpf.collect(Target::Tree(t.manifest.root)).unwrap();
+    let snaps: Vec<Snapshot> = collectors
+        .iter_mut()
+        .map(|c| c.collect(Target::Tree(t.manifest.root)).unwrap())
+        .collect();
     drop(frozen);
-    let m = diff(&a, &b);
-    assert!(m.is_empty(), "collectors disagree: {m:#?}");
-    // Frozen: every live thread in tracing stop, in both views.
+    let a = &snaps[0];
+    for (name, b) in names.iter().zip(&snaps).skip(1) {
+        if *name == "procmap-query" {
+            // PROCMAP_QUERY reports no vm flags: all else must agree.
+            let mut a = a.clone();
+            for v in a.tasks.iter_mut().flat_map(|t| t.vmas.iter_mut()) {
+                v.flags = Default::default();
+            }
+            let m = diff(&a, b);
+            assert!(m.is_empty(), "proc vs {name}: {m:#?}");
+            continue;
+        }
+        let m = diff(a, b);
+        assert!(m.is_empty(), "proc vs {name}: {m:#?}");
+    }
+    // Frozen: every live thread in tracing stop, in every view.
     assert!(
-        a.tasks
+        snaps
             .iter()
+            .flat_map(|s| &s.tasks)
             .filter(|t| t.state != "Z")
             .all(|t| t.state == "t"),
         "{:?}",
         a.tasks.iter().map(|t| &t.state).collect::<Vec<_>>()
     );
-    assert_eq!(a.counts(), b.counts());
+    assert!(snaps.iter().all(|s| s.counts() == a.counts()));
 }
 
 #[test]

@@ -12,6 +12,7 @@ pub mod fdinfo;
 pub mod kcmp;
 pub mod paths;
 pub mod proc;
+pub mod proc_tuned;
 pub mod smaps;
 
 use crate::model::Snapshot;
@@ -40,7 +41,7 @@ pub enum CollectError {
         #[source]
         source: std::io::Error,
     },
-    #[error("unknown collector {0:?}: choose proc or bpf")]
+    #[error("unknown collector {0:?}: choose proc, proc-tuned, procmap-query or bpf")]
     UnknownCollector(String),
     #[error("{0}")]
     Decode(String),
@@ -74,6 +75,12 @@ pub trait Collector {
 pub fn by_name(name: &str) -> Result<Box<dyn Collector>, CollectError> {
     match name {
         "proc" => Ok(Box::new(proc::ProcCollector::new())),
+        "proc-tuned" => Ok(Box::new(proc_tuned::ProcTuned::new(
+            proc_tuned::Maps::Smaps,
+        )?)),
+        "procmap-query" => Ok(Box::new(proc_tuned::ProcTuned::new(
+            proc_tuned::Maps::ProcmapQuery,
+        )?)),
         "bpf" => Ok(Box::new(bpf::BpfCollector::load()?)),
         other => Err(CollectError::UnknownCollector(other.to_string())),
     }

@@ -5,7 +5,7 @@
 
 use super::{classify, fdinfo, kcmp, smaps, vanished, CollectError, Collector, Target};
 use crate::model::{
-    kdev_to_dev, Caps, Fd, FileType, Ids, Prot, SigMasks, Snapshot, Task, VmFlags, Vma, PF_KTHREAD,
+    kdev_to_dev, Caps, Fd, FileType, Ids, Prot, SigMasks, Snapshot, Task, Vma, PF_KTHREAD,
 };
 use procfs::process::Process;
 use procfs::ProcError;
@@ -124,7 +124,7 @@ pub fn tree_pids(root: i32) -> Vec<i32> {
     order
 }
 
-fn all_pids() -> Result<Vec<i32>, CollectError> {
+pub(super) fn all_pids() -> Result<Vec<i32>, CollectError> {
     let dir = std::fs::read_dir("/proc").map_err(|e| CollectError::io("/proc", e))?;
     Ok(dir
         .flatten()
@@ -258,7 +258,7 @@ fn read_fd(pid: i32, fd: u32) -> Result<Fd, Skip> {
 }
 
 /// The socket's protocol name (`system.sockprotoname`, net/socket.c).
-fn sockproto(link: &str) -> Option<String> {
+pub(super) fn sockproto(link: &str) -> Option<String> {
     let c = std::ffi::CString::new(link).ok()?;
     let mut buf = [0u8; 64];
     // SAFETY: valid C string and buffer of the given length.
@@ -297,18 +297,18 @@ fn read_vmas(pid: i32) -> Result<Vec<Vma>, Skip> {
                 exec: m.exec,
             },
             shared: m.shared,
-            flags: VmFlags::from_smaps(m.vm_flags.iter().map(String::as_str)),
+            flags: m.vm_flags,
             pgoff: m.offset,
             dev: kdev_to_dev((m.major << 20) | m.minor),
             ino: m.ino,
-            path: (!m.name.is_empty()).then(|| m.name.into()),
+            path: (!m.name.is_empty()).then(|| m.name.as_ref().into()),
         })
         .collect())
 }
 
 /// Gives every fd a raw description id (kcmp-equal fds share one); the
 /// snapshot's canonical ids are derived from these.
-fn assign_file_ids(snap: &mut Snapshot) -> Result<(), CollectError> {
+pub(super) fn assign_file_ids(snap: &mut Snapshot) -> Result<(), CollectError> {
     let all: Vec<(i32, u32, u64, u64)> = snap
         .tasks
         .iter()

@@ -6,8 +6,12 @@
 //! (fs/proc/task_mmu.c pads the header to 72 characters and a space), so a
 //! file name that starts with spaces keeps them.
 
+use crate::model::VmFlags;
+use std::borrow::Cow;
+
+/// One mapping, borrowing its name from the text it was parsed from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Mapping {
+pub struct Mapping<'a> {
     pub start: u64,
     pub end: u64,
     pub read: bool,
@@ -19,15 +23,18 @@ pub struct Mapping {
     pub minor: u32,
     pub ino: u64,
     /// Empty for anonymous memory.
-    pub name: String,
-    pub vm_flags: Vec<String>,
+    pub name: Cow<'a, str>,
+    /// From the `VmFlags:` line (smaps only).
+    pub vm_flags: VmFlags,
 }
 
 /// Where the name starts: show_map_vma pads the header (seq_setwidth to
 /// 25 + 6 * sizeof(void *) - 1 = 72 columns), then one space.
 const NAME_COLUMN: usize = 72 + 1;
 
-fn header(line: &str) -> Option<Mapping> {
+/// A mapping's header line (`start-end perms offset dev inode [name]`),
+/// or None for any other line.
+pub fn header(line: &str) -> Option<Mapping<'_>> {
     let mut fields = line.splitn(6, ' ');
     let range = fields.next()?;
     let perms = fields.next()?.as_bytes();
@@ -63,19 +70,28 @@ fn header(line: &str) -> Option<Mapping> {
         minor: u32::from_str_radix(minor, 16).ok()?,
         ino: ino.parse().ok()?,
         // seq_path escapes a newline in a path as \012.
-        name: name.replace("\\012", "\n"),
-        vm_flags: vec![],
+        name: if name.contains("\\012") {
+            Cow::Owned(name.replace("\\012", "\n"))
+        } else {
+            Cow::Borrowed(name)
+        },
+        vm_flags: VmFlags::default(),
     })
 }
 
+/// True for a `Key: value` line of smaps rather than a mapping header.
+pub fn is_attribute(line: &str) -> bool {
+    line.split(' ').next().unwrap_or("").ends_with(':')
+}
+
 /// Parses smaps (or maps: then `vm_flags` stay empty).
-pub fn parse(text: &str) -> Result<Vec<Mapping>, String> {
+pub fn parse(text: &str) -> Result<Vec<Mapping<'_>>, String> {
     let mut out: Vec<Mapping> = Vec::new();
     for line in text.lines() {
         if let Some(flags) = line.strip_prefix("VmFlags:") {
             let last = out.last_mut().ok_or("smaps: VmFlags before any mapping")?;
-            last.vm_flags = flags.split_whitespace().map(str::to_string).collect();
-        } else if !line.split(' ').next().unwrap_or("").ends_with(':') && !line.is_empty() {
+            last.vm_flags = VmFlags::from_smaps(flags.split_whitespace());
+        } else if !line.is_empty() && !is_attribute(line) {
             out.push(header(line).ok_or_else(|| format!("smaps: bad mapping line {line:?}"))?);
         }
     }
@@ -107,7 +123,7 @@ ffffffffffffffff-ffffffffffffffff r--p 00000000 fe:00 123456789012345678 long
         assert_eq!(m.len(), 6);
         assert_eq!(m[0].start, 0x55d0c0a00000);
         assert_eq!(m[0].name, "[heap]");
-        assert_eq!(m[0].vm_flags, ["rd", "wr", "mr", "mw", "me", "ac"]);
+        assert_eq!(m[0].vm_flags, VmFlags::from_smaps(["mr", "mw", "me", "ac"]));
         assert!(m[1].shared && m[1].write && !m[1].exec);
         assert_eq!((m[1].major, m[1].minor, m[1].ino), (0xfe, 0, 325843));
         assert_eq!(m[1].offset, 0x33000);
