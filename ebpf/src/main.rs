@@ -469,6 +469,47 @@ unsafe fn task_vma(ctx: *const c_void) {
     };
 }
 
+// The floor for the benchmark (`bpf-null`): the same three walks with
+// programs that emit nothing, so a stream costs only the kernel's iteration.
+
+#[no_mangle]
+#[link_section = "iter/task"]
+pub fn dumper_null_task(_ctx: *mut c_void) -> i32 {
+    0
+}
+
+#[no_mangle]
+#[link_section = "iter/task_file"]
+pub fn dumper_null_task_file(_ctx: *mut c_void) -> i32 {
+    0
+}
+
+#[no_mangle]
+#[link_section = "iter/task_vma"]
+pub fn dumper_null_task_vma(_ctx: *mut c_void) -> i32 {
+    0
+}
+
+/// The thread whose system calls [`dumper_count_syscalls`] counts.
+#[map]
+static COUNT_TID: Array<u32> = Array::with_max_entries(1, 0);
+#[map]
+static SYSCALLS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Counts the system calls of one thread (raw_syscalls:sys_enter), for the
+/// benchmark's "system calls per collection": counted, not estimated.
+#[no_mangle]
+#[link_section = "raw_tracepoint/sys_enter"]
+pub fn dumper_count_syscalls(_ctx: *mut c_void) -> i32 {
+    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
+    if COUNT_TID.get(0).is_some_and(|&t| t == tid && t != 0) {
+        if let Some(n) = SYSCALLS.get_ptr_mut(0) {
+            unsafe { *n += 1 };
+        }
+    }
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -25,11 +25,30 @@ mod build {
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dumper.bpf.o"));
 
-const PROGRAMS: [(&str, &str); 3] = [
-    ("dumper_task", "task"),
-    ("dumper_task_file", "task_file"),
-    ("dumper_task_vma", "task_vma"),
-];
+/// Which programs a collector runs on the three walks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Programs {
+    /// The real ones: records for the model.
+    Full,
+    /// Programs that emit nothing: the cost of the kernel's walk alone,
+    /// the benchmark's floor (`bpf-null`).
+    Null,
+}
+
+const ITER_TYPES: [&str; 3] = ["task", "task_file", "task_vma"];
+
+impl Programs {
+    fn names(self) -> [&'static str; 3] {
+        match self {
+            Programs::Full => ["dumper_task", "dumper_task_file", "dumper_task_vma"],
+            Programs::Null => [
+                "dumper_null_task",
+                "dumper_null_task_file",
+                "dumper_null_task_vma",
+            ],
+        }
+    }
+}
 const VM_READ: u64 = 0x1;
 const VM_WRITE: u64 = 0x2;
 const VM_EXEC: u64 = 0x4;
@@ -38,6 +57,7 @@ const PAGE_SHIFT: u32 = 12;
 const REBUILD: &str = "rebuild dumper on this machine (`cargo build --release`, or `cargo xtask build-ebpf --btf PATH` for another kernel)";
 
 pub struct BpfCollector {
+    programs: Programs,
     // Field order is drop order: links before the programs they hold.
     links: Vec<OwnedFd>,
     ebpf: Ebpf,
@@ -171,24 +191,41 @@ fn check_btf(in_object: Option<u64>, running: u64) -> Result<(), CollectError> {
     Ok(())
 }
 
+/// Checks privilege and that the embedded object was built for this
+/// kernel, then loads it (maps created, no program loaded yet).
+pub(super) fn open_object() -> Result<(Ebpf, Btf), CollectError> {
+    check_privilege()?;
+    let raw = std::fs::read("/sys/kernel/btf/vmlinux").map_err(|e| {
+        CollectError::Kernel(format!(
+            "this kernel has no BTF at /sys/kernel/btf/vmlinux ({e}): --collect=bpf needs CONFIG_DEBUG_INFO_BTF=y; use --collect=proc"
+        ))
+    })?;
+    check_btf(object_btf_digest(OBJECT), xxhash_rust::xxh3::xxh3_64(&raw))?;
+    let btf = Btf::parse(&raw, Endianness::default())
+        .map_err(|e| CollectError::Kernel(format!("cannot parse the kernel's BTF: {e}")))?;
+    let ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .load(OBJECT)
+        .map_err(|e| CollectError::Kernel(format!("loading the eBPF object failed: {e}")))?;
+    Ok((ebpf, btf))
+}
+
 impl BpfCollector {
     /// Loads and verifies the programs: the cold cost of this collector.
     pub fn load() -> Result<Self, CollectError> {
-        check_privilege()?;
-        let raw = std::fs::read("/sys/kernel/btf/vmlinux").map_err(|e| {
-            CollectError::Kernel(format!(
-                "this kernel has no BTF at /sys/kernel/btf/vmlinux ({e}): --collect=bpf needs CONFIG_DEBUG_INFO_BTF=y; use --collect=proc"
-            ))
-        })?;
-        check_btf(object_btf_digest(OBJECT), xxhash_rust::xxh3::xxh3_64(&raw))?;
-        let btf = Btf::parse(&raw, Endianness::default())
-            .map_err(|e| CollectError::Kernel(format!("cannot parse the kernel's BTF: {e}")))?;
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            .load(OBJECT)
-            .map_err(|e| CollectError::Kernel(format!("loading the eBPF object failed: {e}")))?;
+        Self::load_programs(Programs::Full)
+    }
+
+    /// The same walks with programs that emit nothing (`bpf-null`): its
+    /// collections return an empty snapshot.
+    pub fn load_null() -> Result<Self, CollectError> {
+        Self::load_programs(Programs::Null)
+    }
+
+    fn load_programs(programs: Programs) -> Result<Self, CollectError> {
+        let (mut ebpf, btf) = open_object()?;
         let mut links = vec![];
-        for (name, iter_type) in PROGRAMS {
+        for (name, iter_type) in programs.names().into_iter().zip(ITER_TYPES) {
             let prog: &mut Iter = ebpf
                 .program_mut(name)
                 .ok_or_else(|| {
@@ -211,6 +248,7 @@ impl BpfCollector {
             );
         }
         Ok(BpfCollector {
+            programs,
             links,
             ebpf,
             buf: Vec::with_capacity(1 << 20),
@@ -219,7 +257,7 @@ impl BpfCollector {
     }
 
     fn read_stream(&mut self, which: usize) -> Result<(), CollectError> {
-        let what = PROGRAMS[which].1;
+        let what = ITER_TYPES[which];
         let mut f = iter_create(&self.links[which])
             .map_err(|e| CollectError::io(format!("creating the {what} iterator"), e))?;
         self.buf.clear();
@@ -345,7 +383,10 @@ fn cstr(b: &[u8]) -> String {
 
 impl Collector for BpfCollector {
     fn name(&self) -> &'static str {
-        "bpf"
+        match self.programs {
+            Programs::Full => "bpf",
+            Programs::Null => "bpf-null",
+        }
     }
 
     fn readlinks(&self) -> Option<usize> {
@@ -353,6 +394,12 @@ impl Collector for BpfCollector {
     }
 
     fn collect(&mut self, target: Target) -> Result<Snapshot, CollectError> {
+        if self.programs == Programs::Null {
+            for i in 0..3 {
+                self.read_stream(i)?;
+            }
+            return Ok(Snapshot::default());
+        }
         self.read_stream(0)?;
         let tasks: Vec<TaskRecord> = decode(&self.buf)?;
         let leaders: HashMap<i32, &TaskRecord> = tasks
