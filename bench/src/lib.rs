@@ -1,1 +1,16 @@
-//! Benchmarks live here (workload generator and `cargo xtask bench`).
+//! `cargo xtask bench`: every collector measured side by side on the same
+//! population, in one run (see README "Benchmarks").
+//!
+//! - [`workload`]: the population (P processes × F fds × V mappings × T
+//!   threads) and its reliable teardown;
+//! - [`plan`]: the headline workload and the scaling sweeps;
+//! - [`measure`]: one collector on one population: wall-time histogram,
+//!   CPU, system calls (counted by a BPF program), bytes read;
+//! - [`report`]: JSON, CSV, markdown and SVG plots; [`check`] validates them.
+
+pub mod check;
+pub mod measure;
+pub mod plan;
+pub mod plot;
+pub mod report;
+pub mod workload;

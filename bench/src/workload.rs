@@ -97,8 +97,13 @@ fn check(r: i64, what: &str) -> i32 {
 const PAGE: usize = 4096;
 const DATA_PAGES: usize = 256;
 
+/// inotify instances are limited per user (fs.inotify.max_user_instances,
+/// 128 by default): only this many members hold one, one each; elsewhere
+/// its place in the mix goes to an eventfd.
+const INOTIFY_MEMBERS: usize = 64;
+
 /// Opens `n` fds, cycling through the fd types of the model.
-unsafe fn open_fds(n: usize, dir: &CString, data: &CString) {
+unsafe fn open_fds(n: usize, member: usize, dir: &CString, data: &CString) {
     let mut opened = 0;
     let mut k = 0usize;
     let mut last = -1;
@@ -111,8 +116,14 @@ unsafe fn open_fds(n: usize, dir: &CString, data: &CString) {
         let one = |fd: i64, what: &str| check(fd, what);
         let fds: Vec<i32> = unsafe {
             match k % 14 {
-                0 => vec![one(libc::open(data.as_ptr(), libc::O_RDONLY) as i64, "open")],
-                1 => vec![one(libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) as i64, "open dir")],
+                0 => vec![one(
+                    libc::open(data.as_ptr(), libc::O_RDONLY) as i64,
+                    "open",
+                )],
+                1 => vec![one(
+                    libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) as i64,
+                    "open dir",
+                )],
                 2 => {
                     let mut p = [0; 2];
                     one(libc::pipe(p.as_mut_ptr()) as i64, "pipe");
@@ -120,18 +131,40 @@ unsafe fn open_fds(n: usize, dir: &CString, data: &CString) {
                 }
                 3 => {
                     let mut p = [0; 2];
-                    one(libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, p.as_mut_ptr()) as i64, "socketpair");
+                    one(
+                        libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, p.as_mut_ptr())
+                            as i64,
+                        "socketpair",
+                    );
                     p.to_vec()
                 }
                 4 => vec![one(libc::eventfd(0, 0) as i64, "eventfd")],
                 5 => vec![one(libc::epoll_create1(0) as i64, "epoll")],
-                6 => vec![one(libc::timerfd_create(libc::CLOCK_MONOTONIC, 0) as i64, "timerfd")],
+                6 => vec![one(
+                    libc::timerfd_create(libc::CLOCK_MONOTONIC, 0) as i64,
+                    "timerfd",
+                )],
                 7 => vec![one(libc::signalfd(-1, &mask, 0) as i64, "signalfd")],
-                8 => vec![one(libc::inotify_init1(0) as i64, "inotify")],
-                9 => vec![one(libc::memfd_create(c"bench".as_ptr(), 0) as i64, "memfd")],
-                10 => vec![one(libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) as i64, "open /dev/null")],
-                11 => vec![one(libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) as i64, "socket")],
-                12 => vec![one(libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE) as i64, "netlink")],
+                8 if member < INOTIFY_MEMBERS && k == 8 => {
+                    vec![one(libc::inotify_init1(0) as i64, "inotify")]
+                }
+                8 => vec![one(libc::eventfd(0, 0) as i64, "eventfd")],
+                9 => vec![one(
+                    libc::memfd_create(c"bench".as_ptr(), 0) as i64,
+                    "memfd",
+                )],
+                10 => vec![one(
+                    libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) as i64,
+                    "open /dev/null",
+                )],
+                11 => vec![one(
+                    libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) as i64,
+                    "socket",
+                )],
+                12 => vec![one(
+                    libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE) as i64,
+                    "netlink",
+                )],
                 _ if last >= 0 => vec![one(libc::dup(last) as i64, "dup")],
                 _ => vec![],
             }
@@ -170,7 +203,14 @@ unsafe fn map_vmas(n: usize, data_fd: i32) {
             let at = (base as usize + k * PAGE) as *mut libc::c_void;
             if k % 4 == 3 {
                 let off = ((k % DATA_PAGES) * PAGE) as i64;
-                let p = libc::mmap(at, PAGE, libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_FIXED, data_fd, off);
+                let p = libc::mmap(
+                    at,
+                    PAGE,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE | libc::MAP_FIXED,
+                    data_fd,
+                    off,
+                );
                 if p == libc::MAP_FAILED {
                     check(-1, "mmap file");
                 }
@@ -189,12 +229,15 @@ fn idle() -> ! {
 }
 
 /// One member: fds, mappings, threads; then it says so on `ready`.
-unsafe fn build(spec: Spec, dir: &CString, data: &CString, ready: i32) {
+unsafe fn build(spec: Spec, member: usize, dir: &CString, data: &CString, ready: i32) {
     unsafe {
-        let data_fd = check(libc::open(data.as_ptr(), libc::O_RDONLY) as i64, "open data");
+        let data_fd = check(
+            libc::open(data.as_ptr(), libc::O_RDONLY) as i64,
+            "open data",
+        );
         map_vmas(spec.vmas_per_process, data_fd);
         libc::close(data_fd);
-        open_fds(spec.fds_per_process, dir, data);
+        open_fds(spec.fds_per_process, member, dir, data);
     }
     for _ in 1..spec.threads_per_process {
         std::thread::Builder::new()
@@ -220,18 +263,22 @@ pub fn serve(spec: Spec) -> ! {
         lim.rlim_cur = lim.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         if (spec.fds_per_process + 16) as u64 > lim.rlim_cur {
-            eprintln!("workload: {} fds per process exceed RLIMIT_NOFILE {}", spec.fds_per_process, lim.rlim_cur);
+            eprintln!(
+                "workload: {} fds per process exceed RLIMIT_NOFILE {}",
+                spec.fds_per_process, lim.rlim_cur
+            );
             libc::_exit(1);
         }
         let dir = data_dir(std::process::id() as i32);
         std::fs::create_dir_all(&dir).expect("workload: temp dir");
-        std::fs::write(dir.join("data"), vec![7u8; DATA_PAGES * PAGE]).expect("workload: data file");
+        std::fs::write(dir.join("data"), vec![7u8; DATA_PAGES * PAGE])
+            .expect("workload: data file");
         let cdir = CString::new(dir.to_str().unwrap()).unwrap();
         let cdata = CString::new(dir.join("data").to_str().unwrap()).unwrap();
         let mut p = [0; 2];
         check(libc::pipe(p.as_mut_ptr()) as i64, "pipe");
         let me = libc::getpid();
-        for _ in 1..spec.processes.max(1) {
+        for member in 1..spec.processes.max(1) {
             let pid = check(libc::fork() as i64, "fork");
             if pid == 0 {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -239,11 +286,11 @@ pub fn serve(spec: Spec) -> ! {
                     libc::_exit(0);
                 }
                 libc::close(p[0]);
-                build(spec, &cdir, &cdata, p[1]);
+                build(spec, member, &cdir, &cdata, p[1]);
                 idle();
             }
         }
-        build(spec, &cdir, &cdata, p[1]);
+        build(spec, 0, &cdir, &cdata, p[1]);
         let mut got = 0;
         let mut byte = [0u8; 256];
         while got < spec.processes.max(1) {
@@ -260,7 +307,11 @@ pub fn serve(spec: Spec) -> ! {
         let _ = out.flush();
         drop(out);
         let mut sink = [0u8; 64];
-        while std::io::stdin().read(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+        while std::io::stdin()
+            .read(&mut sink)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {}
         let _ = std::fs::remove_dir_all(&dir);
         libc::kill(0, libc::SIGKILL);
         libc::_exit(0);

@@ -10,7 +10,7 @@
 /// `"DMP"` followed by the layout version. Bump the version on any change
 /// to a record below.
 pub const MAGIC_BASE: u32 = 0x444d_5000;
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 pub const KIND_TASK: u32 = 1;
 pub const KIND_FILE: u32 = 2;
@@ -125,7 +125,10 @@ pub struct VmaRecord {
     pub tgid: i32,
     pub pid: i32,
     pub s_dev: u32,
-    pub _pad0: u32,
+    /// 1 when the mapped file is on a kernel-internal shmem or hugetlbfs
+    /// mount (memfd, shared anonymous memory, SysV shm): `name` then holds
+    /// its dentry name, from which userspace spells the path.
+    pub internal_mount: u32,
     pub start: u64,
     pub end: u64,
     pub flags: u64,
@@ -133,7 +136,8 @@ pub struct VmaRecord {
     pub ino: u64,
     /// `(vfsmount, dentry)` of the mapped file, zero for anonymous memory.
     pub path: [u64; 2],
-    /// Special mapping name (`[vdso]`, `[vvar]`, ...), empty otherwise.
+    /// Special mapping name (`[vdso]`, `[vvar]`, ...), or the dentry name
+    /// of a file on an internal mount; empty otherwise.
     pub name: [u8; NAME_LEN],
 }
 

@@ -450,6 +450,17 @@ unsafe fn task_vma(ctx: *const c_void) {
         let sb = ld!(inode, INODE__I_SB, u64);
         r.s_dev = ld!(sb, SUPER_BLOCK__S_DEV, u32);
         r.path = path_pair(file + off!(FILE__F_PATH));
+        // memfd and shared anonymous memory: their path is "/" + the dentry
+        // name + " (deleted)", spelled by userspace without a readlink.
+        let magic = ld!(sb, SUPER_BLOCK__S_MAGIC, u64);
+        if (magic == TMPFS_MAGIC || magic == HUGETLBFS_MAGIC)
+            && rd!(r.path[0] - off!(MOUNT__MNT), MOUNT__MNT_NS, u64) == MNT_NS_INTERNAL
+        {
+            r.internal_mount = 1;
+            let dentry = ld!(file + off!(FILE__F_PATH), PATH__DENTRY, u64);
+            let name = ld!(dentry + off!(DENTRY__D_NAME), QSTR__NAME, u64);
+            read_str(name, &mut r.name);
+        }
     } else {
         // /proc/PID/maps names a file-less mapping by vm_ops->name; the only
         // such ops are the special mappings, whose name is in private data.

@@ -525,14 +525,17 @@ fn task_from(r: &TaskRecord, paths: &mut PathCache) -> Result<Task, CollectError
 fn fd_from(r: &FileRecord, id: u32, paths: &mut PathCache) -> Result<Option<Fd>, CollectError> {
     let dname = cstr(&r.name);
     let kind = classify::from_kernel(r.i_mode as u32, r.s_magic, &dname, r.internal_mount != 0);
-    let path = match classify::pseudo_link(r.s_magic, r.ino, &dname) {
-        Some(p) => p.into(),
-        // None: the fd was closed after the walk; /proc would not list it.
-        None => match paths.resolve(r.path, || format!("/proc/{}/fd/{}", r.tgid, r.fd).into())? {
-            Some(p) => p,
-            None => return Ok(None),
-        },
-    };
+    let path =
+        match classify::pseudo_link(r.s_magic, r.ino, &dname, r.internal_mount != 0, NAME_LEN) {
+            Some(p) => p.into(),
+            // None: the fd was closed after the walk; /proc would not list it.
+            None => {
+                match paths.resolve(r.path, || format!("/proc/{}/fd/{}", r.tgid, r.fd).into())? {
+                    Some(p) => p,
+                    None => return Ok(None),
+                }
+            }
+        };
     Ok(Some(Fd {
         fd: r.fd,
         kind,
@@ -561,7 +564,12 @@ fn vma_from(r: &VmaRecord, mm: &TaskRecord, paths: &mut PathCache) -> Result<Vma
     let name = cstr(&r.name);
     // fs/proc/task_mmu.c get_vma_name(): file, special mapping, then the
     // initial heap and stack by the mm's brk and start_stack.
-    let path = if has_file {
+    let internal = (r.internal_mount != 0)
+        .then(|| classify::pseudo_link(classify::TMPFS_MAGIC, r.ino, &name, true, NAME_LEN))
+        .flatten();
+    let path = if let Some(p) = internal {
+        Some(p.into())
+    } else if has_file {
         paths.resolve(r.path, || {
             format!("/proc/{}/map_files/{:x}-{:x}", r.tgid, r.start, r.end).into()
         })?

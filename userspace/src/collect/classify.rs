@@ -90,14 +90,28 @@ fn sock_from_proto(proto: &str) -> FileType {
 }
 
 /// The link text /proc would show for a file on a pseudo filesystem whose
-/// d_dname is a pure function of what the kernel record holds, so no
-/// readlink is needed; None for everything else.
-pub fn pseudo_link(s_magic: u64, ino: u64, dname: &str) -> Option<String> {
+/// d_dname is a pure function of what the kernel record holds, or for a
+/// shmem/hugetlbfs file on the kernel's internal mount (memfd, shared
+/// anonymous memory), whose d_path is "/NAME (deleted)": such files are
+/// never linked. None for everything else, and for a name that may have
+/// been cut to the record's `name_len`.
+pub fn pseudo_link(
+    s_magic: u64,
+    ino: u64,
+    dname: &str,
+    internal_mount: bool,
+    name_len: usize,
+) -> Option<String> {
     match s_magic {
         PIPEFS_MAGIC => Some(format!("pipe:[{ino}]")),
         SOCKFS_MAGIC => Some(format!("socket:[{ino}]")),
         ANON_INODE_FS_MAGIC => Some(format!("anon_inode:{dname}")),
         PIDFS_MAGIC => Some("anon_inode:[pidfd]".into()),
+        TMPFS_MAGIC | HUGETLBFS_MAGIC
+            if internal_mount && !dname.is_empty() && dname.len() + 1 < name_len =>
+        {
+            Some(format!("/{dname} (deleted)"))
+        }
         _ => None,
     }
 }
@@ -142,7 +156,11 @@ mod tests {
             assert_eq!(from_kernel(im, mag, dn, internal), want, "kernel {link}");
             assert_eq!(from_proc(sm, link, proto), want, "proc {link}");
         }
-        assert_eq!(pseudo_link(PIPEFS_MAGIC, 12, ""), Some("pipe:[12]".into()));
-        assert_eq!(pseudo_link(0xef53, 12, "f"), None);
+        assert_eq!(pseudo_link(PIPEFS_MAGIC, 12, "", true, 40), Some("pipe:[12]".into()));
+        assert_eq!(pseudo_link(0xef53, 12, "f", false, 40), None);
+        assert_eq!(pseudo_link(TMPFS_MAGIC, 9, "memfd:x", true, 40), Some("/memfd:x (deleted)".into()));
+        assert_eq!(pseudo_link(TMPFS_MAGIC, 9, "memfd:x", false, 40), None, "a tmpfs someone mounted");
+        let long = "m".repeat(39);
+        assert_eq!(pseudo_link(TMPFS_MAGIC, 9, &long, true, 40), None, "maybe cut: read the link");
     }
 }

@@ -1,0 +1,97 @@
+//! `dumper-bench`: `run [--quick] [--out DIR]` measures every collector on
+//! every population of the plan and writes the results folder; `check DIR`
+//! validates one; `workload P F V T` is the population's own entry point.
+
+use anyhow::{bail, Context, Result};
+use dumper_bench::measure::{measure, Meter, Row};
+use dumper_bench::plan::{Plan, COLLECTORS};
+use dumper_bench::workload::{self, Population, Spec};
+use dumper_bench::{check, report};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn run(quick: bool, out: PathBuf) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark loads BPF programs and reads other processes' /proc files: run it as root");
+    }
+    let plan = Plan::new(quick);
+    let exe = std::env::current_exe()?;
+    let meter = Meter::new().context("loading the system-call counter")?;
+    let specs = plan.specs();
+    let bar = ProgressBar::new((specs.len() * COLLECTORS.len()) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    let started = Instant::now();
+    let mut rows: Vec<Row> = vec![];
+    let mut skipped: Vec<(String, String)> = vec![];
+    for spec in specs {
+        bar.set_message(format!(
+            "building {} processes × {} fds × {} mappings × {} threads",
+            spec.processes, spec.fds_per_process, spec.vmas_per_process, spec.threads_per_process
+        ));
+        let pop = Population::spawn(&exe, spec)
+            .with_context(|| format!("starting the population {spec:?}"))?;
+        for name in COLLECTORS {
+            bar.set_message(format!("{name} on {} processes", spec.processes));
+            if skipped.iter().any(|(n, _)| n == name) {
+                bar.inc(1);
+                continue;
+            }
+            match measure(&meter, &plan, name, spec, pop.root) {
+                Ok(r) => rows.extend(r),
+                // A collector this machine cannot run (batch without its
+                // kernel patch) is reported, not fatal.
+                Err(e) if rows.iter().all(|r| r.collector != *name) => {
+                    skipped.push((name.to_string(), format!("{e:#}")));
+                }
+                Err(e) => return Err(e.context(format!("{name} on {spec:?}"))),
+            }
+            bar.inc(1);
+        }
+        drop(pop);
+    }
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    report::write(&out, &plan, &rows, &skipped, seconds)?;
+    println!(
+        "{}: {} rows in {seconds:.0} s; report {}",
+        out.display(),
+        rows.len(),
+        out.join("report.md").display()
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("workload") => {
+            let spec = Spec::from_args(&args[1..]).context("workload P F V T")?;
+            workload::serve(spec)
+        }
+        Some("run") => {
+            let mut quick = false;
+            let mut out = PathBuf::from("target/bench");
+            let mut it = args[1..].iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--quick" => quick = true,
+                    "--out" => out = it.next().context("--out needs a directory")?.into(),
+                    other => bail!("run: unknown argument {other:?} (takes --quick, --out DIR)"),
+                }
+            }
+            run(quick, out)
+        }
+        Some("check") => {
+            let dir = args.get(1).context("check DIR")?;
+            println!("{}", check::check(std::path::Path::new(dir))?);
+            Ok(())
+        }
+        _ => bail!("usage: dumper-bench run [--quick] [--out DIR] | check DIR | workload P F V T"),
+    }
+}

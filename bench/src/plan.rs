@@ -1,0 +1,176 @@
+//! What a run measures: the headline workload and one sweep per dimension,
+//! each with the other dimensions fixed.
+
+use crate::workload::Spec;
+
+/// The collectors a run measures, in report order. A collector that
+/// cannot be loaded here (`batch` without its kernel patch) is reported
+/// as skipped, with the reason.
+pub const COLLECTORS: &[&str] = &[
+    "proc",
+    "proc-tuned",
+    "procmap-query",
+    "bpf",
+    "bpf-null",
+    "batch",
+];
+
+/// The workload the headline table and the goal figures are about.
+pub const HEADLINE: Spec = Spec {
+    processes: 500,
+    fds_per_process: 20,
+    vmas_per_process: 30,
+    threads_per_process: 1,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dimension {
+    Processes,
+    Fds,
+    Vmas,
+    Threads,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 4] = [
+        Dimension::Processes,
+        Dimension::Fds,
+        Dimension::Vmas,
+        Dimension::Threads,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dimension::Processes => "processes",
+            Dimension::Fds => "fds_per_process",
+            Dimension::Vmas => "vmas_per_process",
+            Dimension::Threads => "threads_per_process",
+        }
+    }
+
+    pub fn of(self, s: &Spec) -> usize {
+        match self {
+            Dimension::Processes => s.processes,
+            Dimension::Fds => s.fds_per_process,
+            Dimension::Vmas => s.vmas_per_process,
+            Dimension::Threads => s.threads_per_process,
+        }
+    }
+
+    fn with(self, mut s: Spec, v: usize) -> Spec {
+        match self {
+            Dimension::Processes => s.processes = v,
+            Dimension::Fds => s.fds_per_process = v,
+            Dimension::Vmas => s.vmas_per_process = v,
+            Dimension::Threads => s.threads_per_process = v,
+        }
+        s
+    }
+}
+
+pub struct Sweep {
+    pub dim: Dimension,
+    pub points: Vec<Spec>,
+}
+
+pub struct Plan {
+    pub quick: bool,
+    pub sweeps: Vec<Sweep>,
+    /// Warm repetitions: as many as fit in this many seconds, within bounds.
+    pub warm_budget_s: f64,
+    pub min_reps: u64,
+    pub max_reps: u64,
+    /// One-shot runs (a fresh collector, programs loaded and verified).
+    pub cold_reps: u64,
+}
+
+impl Plan {
+    pub fn new(quick: bool) -> Plan {
+        // The base of the fd, mapping and thread sweeps.
+        let base = Spec {
+            processes: if quick { 20 } else { 50 },
+            fds_per_process: 20,
+            vmas_per_process: 30,
+            threads_per_process: 1,
+        };
+        let values: [(Dimension, &[usize]); 4] = if quick {
+            [
+                (Dimension::Processes, &[10, 100, 500]),
+                (Dimension::Fds, &[1, 20, 200]),
+                (Dimension::Vmas, &[1, 30, 300]),
+                (Dimension::Threads, &[1, 10]),
+            ]
+        } else {
+            [
+                (Dimension::Processes, &[10, 100, 500, 1000, 5000]),
+                (Dimension::Fds, &[1, 10, 100, 1000, 10000]),
+                (Dimension::Vmas, &[1, 10, 100, 1000, 20000]),
+                (Dimension::Threads, &[1, 10, 100, 500]),
+            ]
+        };
+        let sweeps = values
+            .iter()
+            .map(|&(dim, vs)| {
+                let from = if dim == Dimension::Processes {
+                    HEADLINE
+                } else {
+                    base
+                };
+                Sweep {
+                    dim,
+                    points: vs.iter().map(|&v| dim.with(from, v)).collect(),
+                }
+            })
+            .collect();
+        Plan {
+            quick,
+            sweeps,
+            warm_budget_s: if quick { 0.25 } else { 3.0 },
+            min_reps: if quick { 3 } else { 10 },
+            max_reps: if quick { 30 } else { 1000 },
+            cold_reps: if quick { 2 } else { 5 },
+        }
+    }
+
+    /// Every distinct population of the plan, in order of first use.
+    pub fn specs(&self) -> Vec<Spec> {
+        let mut out: Vec<Spec> = vec![];
+        for s in self.sweeps.iter().flat_map(|s| &s.points) {
+            if !out.contains(s) {
+                out.push(*s);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweeps_hold_the_other_dimensions() {
+        for quick in [true, false] {
+            let p = Plan::new(quick);
+            assert!(
+                p.specs().contains(&HEADLINE),
+                "the headline workload is measured"
+            );
+            for s in &p.sweeps {
+                for d in Dimension::ALL.iter().filter(|&&d| d != s.dim) {
+                    let v: Vec<usize> = s.points.iter().map(|p| d.of(p)).collect();
+                    assert!(
+                        v.windows(2).all(|w| w[0] == w[1]),
+                        "{:?} varies in the {:?} sweep",
+                        d,
+                        s.dim
+                    );
+                }
+                assert!(s
+                    .points
+                    .windows(2)
+                    .all(|w| s.dim.of(&w[0]) < s.dim.of(&w[1])));
+            }
+        }
+    }
+}
