@@ -86,6 +86,7 @@ const FIELDS: &[(&str, &str)] = &[
     ("vm_operations_struct", "name"),
     ("vm_special_mapping", "name"),
     ("bpf_iter_meta", "seq"),
+    ("bpf_iter_meta", "session_id"),
     ("bpf_iter__task", "task"),
     ("bpf_iter__task_file", "task"),
     ("bpf_iter__task_file", "fd"),

@@ -39,9 +39,62 @@ static FILTER: Array<TgidFilter> = Array::with_max_entries(1, 0);
 #[map]
 static TASK_BUF: PerCpuArray<TaskScratch> = PerCpuArray::with_max_entries(1, 0);
 #[map]
-static FILE_BUF: PerCpuArray<FileRecord> = PerCpuArray::with_max_entries(1, 0);
+static FILE_BUF: PerCpuArray<FileScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The file program's scratch: the record, and what consecutive fds of one
+/// iterator session share: the task (filter decision, fd table), the
+/// close-on-exec word of 64 fds, the mount of the last file.
+#[repr(C)]
+pub struct FileScratch {
+    rec: FileRecord,
+    session: u64,
+    task: u64,
+    tgid: i32,
+    pid: i32,
+    selected: u64,
+    close_on_exec: u64,
+    word_index: u64,
+    word: u64,
+    mnt: u64,
+    mnt_id: i32,
+    internal: u32,
+}
 #[map]
-static VMA_BUF: PerCpuArray<VmaRecord> = PerCpuArray::with_max_entries(1, 0);
+static VMA_BUF: PerCpuArray<VmaScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The vma program's scratch: the record, and what it can reuse from the
+/// previous vma of the same iterator session. Consecutive vmas mostly
+/// belong to one process, and often map one file (a library's text, data
+/// and relro): the tree filter is looked up once per task, and the file's
+/// inode, device, path and name, each a cache miss away, once per file.
+#[repr(C)]
+pub struct VmaScratch {
+    rec: VmaRecord,
+    session: u64,
+    task: u64,
+    tgid: i32,
+    pid: i32,
+    selected: u64,
+    file_session: u64,
+    file: u64,
+    file_ino: u64,
+    file_dev: u32,
+    file_internal: u32,
+    file_path: [u64; 2],
+    file_name: [u64; NAME_WORDS],
+}
+
+const NAME_WORDS: usize = NAME_LEN / 8;
+const _: () = assert!(NAME_LEN % 8 == 0 && core::mem::offset_of!(VmaRecord, name) % 8 == 0);
+
+#[inline(always)]
+fn copy_words(dst: *mut u64, src: *const u64, n: usize) {
+    let mut i = 0;
+    while i < n {
+        unsafe { core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i))) };
+        i += 1;
+    }
+}
 
 const NSIG: usize = 64;
 const ACTION_BYTES: usize = 64 * NSIG;
@@ -334,6 +387,8 @@ unsafe fn emit(ctx: *const c_void, rec: *const c_void, len: usize) {
 }
 
 const TMPFS_MAGIC: u64 = 0x0102_1994;
+const ANON_INODE_FS_MAGIC: u64 = 0x0904_1934;
+const SOCKFS_MAGIC: u64 = 0x534F_434B;
 const HUGETLBFS_MAGIC: u64 = 0x9584_58f6;
 /// `ERR_PTR(-EINVAL)`: what kern_mount() puts in `mount->mnt_ns`.
 const MNT_NS_INTERNAL: u64 = -22i64 as u64;
@@ -352,25 +407,46 @@ unsafe fn task_file(ctx: *const c_void) {
     if t == 0 || file == 0 {
         return;
     }
-    let tgid = ld!(t, TASK_STRUCT__TGID, i32);
-    if !selected(tgid) {
-        return;
-    }
-    let Some(r) = FILE_BUF.get_ptr_mut(0) else {
+    let Some(s) = FILE_BUF.get_ptr_mut(0) else {
         return;
     };
-    let r = unsafe { &mut *r };
-    zero(r);
-    r.hdr = RecordHeader::new(KIND_FILE, core::mem::size_of::<FileRecord>());
-    r.tgid = tgid;
-    r.pid = ld!(t, TASK_STRUCT__PID, i32);
+    let s = unsafe { &mut *s };
+    let meta = unsafe { ctx_ptr(ctx, 0) };
+    let session = ld!(meta, BPF_ITER_META__SESSION_ID, u64);
+    if s.session != session || s.task != t {
+        s.session = session;
+        s.task = t;
+        s.tgid = ld!(t, TASK_STRUCT__TGID, i32);
+        s.pid = ld!(t, TASK_STRUCT__PID, i32);
+        s.selected = selected(s.tgid) as u64;
+        // fdinfo reports O_CLOEXEC from the fd table's close_on_exec bitmap.
+        let files = ld!(t, TASK_STRUCT__FILES, u64);
+        let fdt = ld!(files, FILES_STRUCT__FDT, u64);
+        s.close_on_exec = ld!(fdt, FDTABLE__CLOSE_ON_EXEC, u64);
+        s.word_index = u64::MAX;
+        s.mnt = 0;
+    }
+    if s.selected == 0 {
+        return;
+    }
     let fd = unsafe {
         core::ptr::read_volatile(
             (ctx as *const u8).add(off!(BPF_ITER__TASK_FILE__FD) as usize) as *const u32,
         )
     };
+    if s.close_on_exec != 0 && s.word_index != fd as u64 / 64 {
+        s.word_index = fd as u64 / 64;
+        s.word = read(s.close_on_exec + s.word_index * 8);
+    }
+    let cloexec = ((s.word >> (fd % 64)) & 1) as u32;
+    let r = &mut s.rec;
+    zero(r);
+    r.hdr = RecordHeader::new(KIND_FILE, core::mem::size_of::<FileRecord>());
+    r.tgid = s.tgid;
+    r.pid = s.pid;
     r.fd = fd;
     r.file = file;
+    r.cloexec = cloexec;
     r.f_flags = ld!(file, FILE__F_FLAGS, u32);
     r.pos = ld!(file, FILE__F_POS, i64);
     let inode = ld!(file, FILE__F_INODE, u64);
@@ -381,28 +457,30 @@ unsafe fn task_file(ctx: *const c_void) {
     r.s_dev = ld!(sb, SUPER_BLOCK__S_DEV, u32);
     r.s_magic = ld!(sb, SUPER_BLOCK__S_MAGIC, u64);
     r.path = path_pair(file + off!(FILE__F_PATH));
-    // struct vfsmount is embedded in struct mount: container_of.
-    if r.path[0] != 0 {
-        r.mnt_id = rd!(r.path[0] - off!(MOUNT__MNT), MOUNT__MNT_ID, i32);
+    // struct vfsmount is embedded in struct mount: container_of, so a
+    // probe read; once per mount in a row of fds.
+    if r.path[0] != s.mnt {
+        s.mnt = r.path[0];
+        s.mnt_id = rd!(s.mnt - off!(MOUNT__MNT), MOUNT__MNT_ID, i32);
+        // memfd files live on the kernel's internal shm mount; a tmpfs
+        // file named "memfd:x" in /dev/shm does not.
+        s.internal = (rd!(s.mnt - off!(MOUNT__MNT), MOUNT__MNT_NS, u64) == MNT_NS_INTERNAL) as u32;
     }
-    // From the register, not the record: what was stored in the map is a
-    // plain number to the verifier, no longer a typed pointer.
-    let dentry = ld!(file + off!(FILE__F_PATH), PATH__DENTRY, u64);
-    let name = ld!(dentry + off!(DENTRY__D_NAME), QSTR__NAME, u64);
-    read_str(name, &mut r.name);
-    // memfd files live on the kernel's internal shm mount; a tmpfs file
-    // named "memfd:x" in /dev/shm does not.
-    if r.s_magic == TMPFS_MAGIC || r.s_magic == HUGETLBFS_MAGIC {
-        let ns = rd!(r.path[0] - off!(MOUNT__MNT), MOUNT__MNT_NS, u64);
-        r.internal_mount = (ns == MNT_NS_INTERNAL) as u16;
+    let r = &mut s.rec;
+    r.mnt_id = s.mnt_id;
+    let m = r.s_magic;
+    let shmem = m == TMPFS_MAGIC || m == HUGETLBFS_MAGIC;
+    if shmem {
+        r.internal_mount = s.internal as u16;
     }
-    // fdinfo reports O_CLOEXEC from the fd table's close_on_exec bitmap.
-    let files = ld!(t, TASK_STRUCT__FILES, u64);
-    let fdt = ld!(files, FILES_STRUCT__FDT, u64);
-    let coe = ld!(fdt, FDTABLE__CLOSE_ON_EXEC, u64);
-    if coe != 0 {
-        let word: u64 = read(coe + (fd as u64 / 64) * 8);
-        r.cloexec = ((word >> (fd % 64)) & 1) as u32;
+    // The name says what an anonymous inode or a socket is, and names a
+    // memfd; other files do not need it.
+    if shmem || m == ANON_INODE_FS_MAGIC || m == SOCKFS_MAGIC {
+        // From the register, not the record: what was stored in the map is
+        // a plain number to the verifier, no longer a typed pointer.
+        let dentry = ld!(file + off!(FILE__F_PATH), PATH__DENTRY, u64);
+        let name = ld!(dentry + off!(DENTRY__D_NAME), QSTR__NAME, u64);
+        read_str(name, &mut r.name);
     }
     unsafe {
         emit(
@@ -427,24 +505,40 @@ unsafe fn task_vma(ctx: *const c_void) {
     if t == 0 || vma == 0 {
         return;
     }
-    let tgid = ld!(t, TASK_STRUCT__TGID, i32);
-    if !selected(tgid) {
-        return;
-    }
-    let Some(r) = VMA_BUF.get_ptr_mut(0) else {
+    let Some(s) = VMA_BUF.get_ptr_mut(0) else {
         return;
     };
-    let r = unsafe { &mut *r };
+    let s = unsafe { &mut *s };
+    let meta = unsafe { ctx_ptr(ctx, 0) };
+    let session = ld!(meta, BPF_ITER_META__SESSION_ID, u64);
+    if s.session != session || s.task != t {
+        s.session = session;
+        s.task = t;
+        s.tgid = ld!(t, TASK_STRUCT__TGID, i32);
+        s.pid = ld!(t, TASK_STRUCT__PID, i32);
+        s.selected = selected(s.tgid) as u64;
+    }
+    if s.selected == 0 {
+        return;
+    }
+    let r = &mut s.rec;
     zero(r);
     r.hdr = RecordHeader::new(KIND_VMA, core::mem::size_of::<VmaRecord>());
-    r.tgid = tgid;
-    r.pid = ld!(t, TASK_STRUCT__PID, i32);
+    r.tgid = s.tgid;
+    r.pid = s.pid;
     r.start = ld!(vma, VM_AREA_STRUCT__VM_START, u64);
     r.end = ld!(vma, VM_AREA_STRUCT__VM_END, u64);
     r.flags = ld!(vma, VM_AREA_STRUCT__VM_FLAGS, u64);
     r.pgoff = ld!(vma, VM_AREA_STRUCT__VM_PGOFF, u64);
     let file = ld!(vma, VM_AREA_STRUCT__VM_FILE, u64);
-    if file != 0 {
+    let name_words = r.name.as_mut_ptr() as *mut u64;
+    if file != 0 && s.file == file && s.file_session == session {
+        r.ino = s.file_ino;
+        r.s_dev = s.file_dev;
+        r.internal_mount = s.file_internal;
+        r.path = s.file_path;
+        copy_words(name_words, s.file_name.as_ptr(), NAME_WORDS);
+    } else if file != 0 {
         let inode = ld!(file, FILE__F_INODE, u64);
         r.ino = ld!(inode, INODE__I_INO, u64);
         let sb = ld!(inode, INODE__I_SB, u64);
@@ -461,6 +555,13 @@ unsafe fn task_vma(ctx: *const c_void) {
             let name = ld!(dentry + off!(DENTRY__D_NAME), QSTR__NAME, u64);
             read_str(name, &mut r.name);
         }
+        s.file_session = session;
+        s.file = file;
+        s.file_ino = r.ino;
+        s.file_dev = r.s_dev;
+        s.file_internal = r.internal_mount;
+        s.file_path = r.path;
+        copy_words(s.file_name.as_mut_ptr(), name_words, NAME_WORDS);
     } else {
         // /proc/PID/maps names a file-less mapping by vm_ops->name; the only
         // such ops are the special mappings, whose name is in private data.

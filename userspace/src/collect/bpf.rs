@@ -351,29 +351,105 @@ unsafe impl Record for VmaRecord {
 
 /// Splits a stream into records of type `T`, checking each header.
 pub fn decode<T: Record>(buf: &[u8]) -> Result<Vec<T>, CollectError> {
-    let kind = T::KIND;
+    let mut out = Vec::with_capacity(buf.len() / std::mem::size_of::<T>());
+    each::<T>(buf, |r| {
+        out.push(*r);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` on each record of a stream, checking each header.
+fn each<T: Record>(
+    buf: &[u8],
+    mut f: impl FnMut(&T) -> Result<(), CollectError>,
+) -> Result<(), CollectError> {
     let size = std::mem::size_of::<T>();
     if !buf.len().is_multiple_of(size) {
+        return Err(torn(buf.len(), size));
+    }
+    for c in buf.chunks_exact(size) {
+        f(&record::<T>(c)?)?;
+    }
+    Ok(())
+}
+
+fn torn(len: usize, size: usize) -> CollectError {
+    CollectError::Decode(format!(
+        "iterator stream of {len} bytes is not a whole number of {size}-byte records: {REBUILD}"
+    ))
+}
+
+/// One record from exactly `size_of::<T>()` bytes, its header checked.
+fn record<T: Record>(c: &[u8]) -> Result<T, CollectError> {
+    let size = std::mem::size_of::<T>();
+    // SAFETY: c holds size bytes; RecordHeader and T are plain old data.
+    let hdr: RecordHeader = unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) };
+    if hdr != RecordHeader::new(T::KIND, size) {
         return Err(CollectError::Decode(format!(
-            "iterator stream of {} bytes is not a whole number of {size}-byte records: {REBUILD}",
-            buf.len()
+            "record header {:#x}/{} where {:#x}/{size} was expected: userspace and eBPF object disagree, {REBUILD}",
+            hdr.magic,
+            hdr.size,
+            magic(T::KIND)
         )));
     }
-    buf.chunks_exact(size)
-        .map(|c| {
-            // SAFETY: T is a plain-old-data record; unaligned read of size bytes.
-            let hdr: RecordHeader = unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) };
-            if hdr != RecordHeader::new(kind, size) {
-                return Err(CollectError::Decode(format!(
-                    "record header {:#x}/{} where {:#x}/{size} was expected: userspace and eBPF object disagree, {REBUILD}",
-                    hdr.magic,
-                    hdr.size,
-                    magic(kind)
-                )));
-            }
-            Ok(unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) })
-        })
-        .collect()
+    Ok(unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) })
+}
+
+/// The snapshot index of the task a run of records belongs to. Only the
+/// leader's fd table and mm count (a thread with its own fd table is
+/// visited too; /proc/PID/fd shows the leader's).
+#[derive(Default)]
+struct Run {
+    tgid: i32,
+    pid: i32,
+    index: Option<usize>,
+}
+
+impl Run {
+    fn index(&mut self, tgid: i32, pid: i32, all: &HashMap<i32, usize>) -> Option<usize> {
+        if (tgid, pid) != (self.tgid, self.pid) {
+            *self = Run {
+                tgid,
+                pid,
+                index: if pid == tgid {
+                    all.get(&tgid).copied()
+                } else {
+                    None
+                },
+            };
+        }
+        self.index
+    }
+}
+
+/// FxHash (rustc's): kernel addresses are already well spread, and SipHash
+/// showed in profiles.
+#[derive(Clone, Copy, Default)]
+struct Fx;
+
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl std::hash::BuildHasher for Fx {
+    type Hasher = FxHasher;
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher(0)
+    }
 }
 
 fn cstr(b: &[u8]) -> String {
@@ -425,11 +501,6 @@ impl Collector for BpfCollector {
             Target::System => None,
             Target::Tree(_) => Some(&selected),
         })?;
-        self.read_stream(1)?;
-        let files: Vec<FileRecord> = decode(&self.buf)?;
-        self.read_stream(2)?;
-        let vmas: Vec<VmaRecord> = decode(&self.buf)?;
-
         let mut paths = PathCache::default();
         let mut snap = Snapshot::default();
         let mut index: HashMap<i32, usize> = HashMap::new();
@@ -442,24 +513,31 @@ impl Collector for BpfCollector {
                 snap.tasks[i].threads.push(t.pid);
             }
         }
-        let mut file_ids: HashMap<u64, u32> = HashMap::new();
-        for f in files.iter().filter(|f| f.pid == f.tgid) {
-            let Some(&i) = index.get(&f.tgid) else {
-                continue;
+        // Records come grouped by task: one index lookup per run of them.
+        let mut at = Run::default();
+        let mut file_ids: HashMap<u64, u32, Fx> = HashMap::with_hasher(Fx);
+        self.read_stream(1)?;
+        each::<FileRecord>(&self.buf, |f| {
+            let Some(i) = at.index(f.tgid, f.pid, &index) else {
+                return Ok(());
             };
             let next = file_ids.len() as u32;
             let id = *file_ids.entry(f.file).or_insert(next);
             if let Some(fd) = fd_from(f, id, &mut paths)? {
                 snap.tasks[i].fds.push(fd);
             }
-        }
-        for v in vmas.iter().filter(|v| v.pid == v.tgid) {
-            let Some(&i) = index.get(&v.tgid) else {
-                continue;
+            Ok(())
+        })?;
+        at = Run::default();
+        self.read_stream(2)?;
+        each::<VmaRecord>(&self.buf, |v| {
+            let Some(i) = at.index(v.tgid, v.pid, &index) else {
+                return Ok(());
             };
             let leader = leaders[&v.tgid];
             snap.tasks[i].vmas.push(vma_from(v, leader, &mut paths)?);
-        }
+            Ok(())
+        })?;
         self.last_path_lookups = paths.lookups;
         snap.canonicalize();
         Ok(snap)
