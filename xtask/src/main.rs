@@ -330,6 +330,35 @@ fn cargo_test() -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask bench [--quick] [--out DIR]`: every collector side by side
+/// (bench/), then a check that the results folder is complete.
+fn bench(args: &[String]) -> Result<()> {
+    let mut quick = false;
+    let mut out = root().join("target/bench");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--out" => out = PathBuf::from(it.next().context("--out needs a directory")?),
+            other => bail!("bench: unknown argument {other:?} (takes --quick, --out DIR)"),
+        }
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark loads BPF programs and reads other processes' /proc: run it as root");
+    }
+    setup()?;
+    run(cargo().args(["build", "--release", "-p", "dumper-bench"]))?;
+    let exe = root().join("target/release/dumper-bench");
+    let mut cmd = Command::new(&exe);
+    cmd.arg("run").arg("--out").arg(&out);
+    if quick {
+        cmd.arg("--quick");
+    }
+    run(&mut cmd)?;
+    run(Command::new(&exe).arg("check").arg(&out))
+}
+
 fn demo() -> Result<()> {
     setup()?;
     run(cargo().args(["build", "--release", "-p", "dumper"]))?;
@@ -362,6 +391,7 @@ fn main() -> Result<()> {
         Some("build-ebpf") => build_ebpf(&args[1..]),
         Some("test") => test(),
         Some("demo") => demo(),
+        Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\
@@ -369,7 +399,9 @@ fn main() -> Result<()> {
                  \n  build-ebpf [--btf P]  build dumper with eBPF programs for the kernel whose BTF is P\
                  \n                        (default /sys/kernel/btf/vmlinux; a vmlinux ELF works too)\
                  \n  test                  the whole suite: fmt, clippy, unit and integration tests\
-                 \n  demo                  start the sample tree and run `dumper compare` on it"
+                 \n  demo                  start the sample tree and run `dumper compare` on it\
+                 \n  bench [--quick] [--out DIR]\
+                 \n                        every collector side by side: report, JSON, CSV, plots (default DIR target/bench)"
             );
             std::process::exit(2);
         }
