@@ -39,6 +39,7 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
         for name in COLLECTORS {
             bar.set_message(format!("{name} on {} processes", spec.processes));
             if skipped.iter().any(|(n, _)| n == name) {
+                // Cannot run here at all (batch without its kernel patch).
                 bar.inc(1);
                 continue;
             }
@@ -49,7 +50,22 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
                 Err(e) if rows.iter().all(|r| r.collector != *name) => {
                     skipped.push((name.to_string(), format!("{e:#}")));
                 }
-                Err(e) => return Err(e.context(format!("{name} on {spec:?}"))),
+                // A failure at one point is reported with the results of
+                // every other point, not lost with them.
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    eprintln!("{name} on {spec:?}: {why}");
+                    skipped.push((
+                        format!(
+                            "{name} at {} processes × {} fds × {} mappings × {} threads",
+                            spec.processes,
+                            spec.fds_per_process,
+                            spec.vmas_per_process,
+                            spec.threads_per_process
+                        ),
+                        why,
+                    ));
+                }
             }
             bar.inc(1);
         }

@@ -126,9 +126,9 @@ impl Plan {
             quick,
             sweeps,
             warm_budget_s: if quick { 0.25 } else { 3.0 },
-            min_reps: if quick { 3 } else { 10 },
+            min_reps: if quick { 3 } else { 5 },
             max_reps: if quick { 30 } else { 1000 },
-            cold_reps: if quick { 2 } else { 5 },
+            cold_reps: if quick { 2 } else { 3 },
         }
     }
 

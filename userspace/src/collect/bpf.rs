@@ -16,7 +16,6 @@ use aya::{Btf, Ebpf, EbpfLoader, Endianness};
 use dumper_common::*;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 mod build {
@@ -258,12 +257,34 @@ impl BpfCollector {
 
     fn read_stream(&mut self, which: usize) -> Result<(), CollectError> {
         let what = ITER_TYPES[which];
-        let mut f = iter_create(&self.links[which])
+        let f = iter_create(&self.links[which])
             .map_err(|e| CollectError::io(format!("creating the {what} iterator"), e))?;
         self.buf.clear();
-        f.read_to_end(&mut self.buf)
-            .map_err(|e| CollectError::io(format!("reading the {what} iterator"), e))?;
-        Ok(())
+        loop {
+            if self.buf.capacity() - self.buf.len() < 64 * 1024 {
+                self.buf.reserve(self.buf.capacity().max(1 << 20));
+            }
+            let spare = self.buf.spare_capacity_mut();
+            // SAFETY: read into the spare capacity; only what it filled is
+            // made part of the vector.
+            let n = unsafe { libc::read(f.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+            if n > 0 {
+                unsafe { self.buf.set_len(self.buf.len() + n as usize) };
+                continue;
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                // bpf_seq_read gives up after a million objects that
+                // produced no output in one read (kernel/bpf/bpf_iter.c,
+                // MAX_ITER_OBJECTS): a small tree in a large system, or
+                // bpf-null. The walk goes on where it stopped.
+                Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
+                _ => return Err(CollectError::io(format!("reading the {what} iterator"), e)),
+            }
+        }
     }
 
     fn set_filter(&mut self, tgids: Option<&[i32]>) -> Result<(), CollectError> {
