@@ -118,7 +118,16 @@ pub fn fit(points: &[(f64, f64)]) -> Option<(f64, f64)> {
     Some((slope, my - slope * mx))
 }
 
-/// Records one unit of the dimension adds to the population.
+fn unit_name(dim: Dimension) -> &'static str {
+    match dim {
+        Dimension::Processes => "process",
+        Dimension::Fds => "fd",
+        Dimension::Vmas => "mapping",
+        Dimension::Threads => "thread",
+    }
+}
+
+/// How many units of the dimension the population holds.
 fn units(dim: Dimension, s: &Spec) -> f64 {
     match dim {
         Dimension::Processes => s.processes as f64,
@@ -240,7 +249,12 @@ pub fn markdown(plan: &Plan, rows: &[Row], skipped: &[(String, String)], seconds
         for p in &sw.points {
             write!(out, " {} |", sw.dim.of(p)).unwrap();
         }
-        writeln!(out, " cost per added record | growth exponent |").unwrap();
+        writeln!(
+            out,
+            " cost per added {} | growth exponent |",
+            unit_name(sw.dim)
+        )
+        .unwrap();
         write!(out, "|---|").unwrap();
         for _ in &sw.points {
             write!(out, "---:|").unwrap();
@@ -285,13 +299,8 @@ pub fn markdown(plan: &Plan, rows: &[Row], skipped: &[(String, String)], seconds
         }
         writeln!(
             out,
-            "\nCost per added record: the least-squares slope of the median against the number of {} in the tree. Growth exponent: the slope on log-log axes (1 is linear; near 0, a fixed cost dominates).",
-            match sw.dim {
-                Dimension::Processes => "processes",
-                Dimension::Fds => "fds",
-                Dimension::Vmas => "mappings",
-                Dimension::Threads => "threads",
-            }
+            "\nCost per added {u}: the least-squares slope of the median against the number of {u}s in the tree. Growth exponent: the slope on log-log axes (1 is linear; below 1, a fixed cost still dominates the small points).",
+            u = unit_name(sw.dim)
         )
         .unwrap();
     }

@@ -257,6 +257,9 @@ pub fn serve(spec: Spec) -> ! {
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         libc::setpgid(0, 0);
+        // Only what the population opens itself (not, say, cargo's
+        // jobserver pipe): F fds means F fds, plus stdin, stdout, stderr.
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
         // Up to the hard limit: no CAP_SYS_RESOURCE needed.
         let mut lim: libc::rlimit = std::mem::zeroed();
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
@@ -287,6 +290,7 @@ pub fn serve(spec: Spec) -> ! {
                 }
                 libc::close(p[0]);
                 build(spec, member, &cdir, &cdata, p[1]);
+                libc::close(p[1]);
                 idle();
             }
         }
