@@ -85,7 +85,8 @@ pub struct VmaScratch {
 }
 
 const NAME_WORDS: usize = NAME_LEN / 8;
-const _: () = assert!(NAME_LEN % 8 == 0 && core::mem::offset_of!(VmaRecord, name) % 8 == 0);
+const _: () =
+    assert!(NAME_LEN.is_multiple_of(8) && core::mem::offset_of!(VmaRecord, name).is_multiple_of(8));
 
 #[inline(always)]
 fn copy_words(dst: *mut u64, src: *const u64, n: usize) {
