@@ -47,11 +47,7 @@ static FILE_BUF: PerCpuArray<FileScratch> = PerCpuArray::with_max_entries(1, 0);
 #[repr(C)]
 pub struct FileScratch {
     rec: FileRecord,
-    session: u64,
-    task: u64,
-    tgid: i32,
-    pid: i32,
-    selected: u64,
+    task: TaskCache,
     close_on_exec: u64,
     word_index: u64,
     word: u64,
@@ -70,11 +66,7 @@ static VMA_BUF: PerCpuArray<VmaScratch> = PerCpuArray::with_max_entries(1, 0);
 #[repr(C)]
 pub struct VmaScratch {
     rec: VmaRecord,
-    session: u64,
-    task: u64,
-    tgid: i32,
-    pid: i32,
-    selected: u64,
+    task: TaskCache,
     file_session: u64,
     file: u64,
     file_ino: u64,
@@ -394,6 +386,36 @@ const HUGETLBFS_MAGIC: u64 = 0x9584_58f6;
 /// `ERR_PTR(-EINVAL)`: what kern_mount() puts in `mount->mnt_ns`.
 const MNT_NS_INTERNAL: u64 = -22i64 as u64;
 
+/// What a run of one task's records share, per iterator session: the
+/// task's ids and the tree filter's decision, looked up once per task.
+#[repr(C)]
+pub struct TaskCache {
+    session: u64,
+    task: u64,
+    tgid: i32,
+    pid: i32,
+    selected: u64,
+}
+
+impl TaskCache {
+    /// Brings the cache to task `t` of this session; true when it moved
+    /// to another task (so per-task state must be refreshed too).
+    #[inline(always)]
+    fn at(&mut self, ctx: *const c_void, t: u64) -> bool {
+        let meta = unsafe { ctx_ptr(ctx, 0) };
+        let session = ld!(meta, BPF_ITER_META__SESSION_ID, u64);
+        if self.session == session && self.task == t {
+            return false;
+        }
+        self.session = session;
+        self.task = t;
+        self.tgid = ld!(t, TASK_STRUCT__TGID, i32);
+        self.pid = ld!(t, TASK_STRUCT__PID, i32);
+        self.selected = selected(self.tgid) as u64;
+        true
+    }
+}
+
 #[no_mangle]
 #[link_section = "iter/task_file"]
 pub fn dumper_task_file(ctx: *mut c_void) -> i32 {
@@ -412,14 +434,7 @@ unsafe fn task_file(ctx: *const c_void) {
         return;
     };
     let s = unsafe { &mut *s };
-    let meta = unsafe { ctx_ptr(ctx, 0) };
-    let session = ld!(meta, BPF_ITER_META__SESSION_ID, u64);
-    if s.session != session || s.task != t {
-        s.session = session;
-        s.task = t;
-        s.tgid = ld!(t, TASK_STRUCT__TGID, i32);
-        s.pid = ld!(t, TASK_STRUCT__PID, i32);
-        s.selected = selected(s.tgid) as u64;
+    if s.task.at(ctx, t) {
         // fdinfo reports O_CLOEXEC from the fd table's close_on_exec bitmap.
         let files = ld!(t, TASK_STRUCT__FILES, u64);
         let fdt = ld!(files, FILES_STRUCT__FDT, u64);
@@ -427,7 +442,7 @@ unsafe fn task_file(ctx: *const c_void) {
         s.word_index = u64::MAX;
         s.mnt = 0;
     }
-    if s.selected == 0 {
+    if s.task.selected == 0 {
         return;
     }
     let fd = unsafe {
@@ -443,8 +458,8 @@ unsafe fn task_file(ctx: *const c_void) {
     let r = &mut s.rec;
     zero(r);
     r.hdr = RecordHeader::new(KIND_FILE, core::mem::size_of::<FileRecord>());
-    r.tgid = s.tgid;
-    r.pid = s.pid;
+    r.tgid = s.task.tgid;
+    r.pid = s.task.pid;
     r.fd = fd;
     r.file = file;
     r.cloexec = cloexec;
@@ -510,23 +525,16 @@ unsafe fn task_vma(ctx: *const c_void) {
         return;
     };
     let s = unsafe { &mut *s };
-    let meta = unsafe { ctx_ptr(ctx, 0) };
-    let session = ld!(meta, BPF_ITER_META__SESSION_ID, u64);
-    if s.session != session || s.task != t {
-        s.session = session;
-        s.task = t;
-        s.tgid = ld!(t, TASK_STRUCT__TGID, i32);
-        s.pid = ld!(t, TASK_STRUCT__PID, i32);
-        s.selected = selected(s.tgid) as u64;
-    }
-    if s.selected == 0 {
+    s.task.at(ctx, t);
+    let session = s.task.session;
+    if s.task.selected == 0 {
         return;
     }
     let r = &mut s.rec;
     zero(r);
     r.hdr = RecordHeader::new(KIND_VMA, core::mem::size_of::<VmaRecord>());
-    r.tgid = s.tgid;
-    r.pid = s.pid;
+    r.tgid = s.task.tgid;
+    r.pid = s.task.pid;
     r.start = ld!(vma, VM_AREA_STRUCT__VM_START, u64);
     r.end = ld!(vma, VM_AREA_STRUCT__VM_END, u64);
     r.flags = ld!(vma, VM_AREA_STRUCT__VM_FLAGS, u64);

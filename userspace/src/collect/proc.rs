@@ -28,7 +28,7 @@ impl ProcCollector {
 }
 
 /// Why one process could not be read.
-enum Skip {
+pub(super) enum Skip {
     /// It exited (or an fd closed) while being read: leave it out.
     Gone,
     Fail(CollectError),
@@ -48,7 +48,7 @@ impl From<ProcError> for Skip {
     }
 }
 
-fn io_skip(what: &Path, e: std::io::Error) -> Skip {
+pub(super) fn io_skip(what: &Path, e: std::io::Error) -> Skip {
     if vanished(&e) {
         Skip::Gone
     } else {
@@ -70,27 +70,45 @@ impl Collector for ProcCollector {
             Target::Tree(root) => tree_pids(resolve_tgid(root)?),
             Target::System => all_pids()?,
         };
-        let mut snap = Snapshot::default();
-        self.skipped.clear();
-        for pid in pids {
-            match read_task(pid) {
-                Ok(t) => snap.tasks.push(t),
-                Err(Skip::Gone) => {}
-                Err(Skip::Fail(e @ CollectError::Privilege(_))) if target == Target::System => {
-                    self.skipped.push((pid, e.to_string()))
-                }
-                Err(Skip::Fail(e)) => return Err(e),
-            }
-        }
-        if let Target::Tree(root) = target {
-            if snap.tasks.is_empty() {
-                return Err(CollectError::NoSuchProcess(root));
-            }
-        }
-        assign_file_ids(&mut snap)?;
-        snap.canonicalize();
-        Ok(snap)
+        assemble(
+            target,
+            pids.into_iter().map(|p| (p, ())),
+            |pid, ()| read_task(pid),
+            &mut self.skipped,
+        )
     }
+}
+
+/// A snapshot from reading each process with `read`: processes gone
+/// meanwhile are left out, and so are unreadable ones of a whole-system
+/// collection (listed in `skipped`); file ids from kcmp, canonical form.
+/// Shared by the proc and proc-tuned collectors.
+pub(super) fn assemble<P>(
+    target: Target,
+    procs: impl IntoIterator<Item = (i32, P)>,
+    mut read: impl FnMut(i32, P) -> Result<Task, Skip>,
+    skipped: &mut Vec<(i32, String)>,
+) -> Result<Snapshot, CollectError> {
+    let mut snap = Snapshot::default();
+    skipped.clear();
+    for (pid, p) in procs {
+        match read(pid, p) {
+            Ok(t) => snap.tasks.push(t),
+            Err(Skip::Gone) => {}
+            Err(Skip::Fail(e @ CollectError::Privilege(_))) if target == Target::System => {
+                skipped.push((pid, e.to_string()))
+            }
+            Err(Skip::Fail(e)) => return Err(e),
+        }
+    }
+    if let Target::Tree(root) = target {
+        if snap.tasks.is_empty() {
+            return Err(CollectError::NoSuchProcess(root));
+        }
+    }
+    assign_file_ids(&mut snap)?;
+    snap.canonicalize();
+    Ok(snap)
 }
 
 /// The process a pid names (a thread id names its thread group).

@@ -13,7 +13,7 @@
 //! mapping and no text, but without vm flags (the ioctl reports only
 //! r/w/x/shared), so those stay empty.
 
-use super::proc::{all_pids, assign_file_ids, resolve_tgid, sockproto};
+use super::proc::{all_pids, assemble, io_skip, resolve_tgid, sockproto, Skip};
 use super::{classify, fdinfo, smaps, vanished, CollectError, Collector, Target};
 use crate::model::{
     Caps, Fd, FileType, Ids, Prot, SigMasks, Snapshot, Task, VmFlags, Vma, PF_KTHREAD,
@@ -42,12 +42,6 @@ pub struct ProcTuned {
     skipped: Vec<(i32, String)>,
 }
 
-/// Why a process could not be read (as in the proc collector).
-enum Skip {
-    Gone,
-    Fail(CollectError),
-}
-
 type R<T> = Result<T, Skip>;
 
 fn errno() -> std::io::Error {
@@ -55,11 +49,7 @@ fn errno() -> std::io::Error {
 }
 
 fn skip(what: impl FnOnce() -> String, e: std::io::Error) -> Skip {
-    if vanished(&e) {
-        Skip::Gone
-    } else {
-        Skip::Fail(super::paths::link_error(std::path::Path::new(&what()), e))
-    }
+    io_skip(std::path::Path::new(&what()), e)
 }
 
 fn openat(dir: RawFd, name: &CStr, flags: i32) -> std::io::Result<OwnedFd> {
@@ -673,26 +663,15 @@ impl Collector for ProcTuned {
                 .collect(),
             Target::System => all_pids()?.into_iter().map(|p| (p, None)).collect(),
         };
-        let mut snap = Snapshot::default();
-        self.skipped.clear();
-        for (pid, threads) in procs {
-            match self.read_task(pid, threads) {
-                Ok(t) => snap.tasks.push(t),
-                Err(Skip::Gone) => {}
-                Err(Skip::Fail(e @ CollectError::Privilege(_))) if target == Target::System => {
-                    self.skipped.push((pid, e.to_string()))
-                }
-                Err(Skip::Fail(e)) => return Err(e),
-            }
-        }
-        if let Target::Tree(root) = target {
-            if snap.tasks.is_empty() {
-                return Err(CollectError::NoSuchProcess(root));
-            }
-        }
-        assign_file_ids(&mut snap)?;
-        snap.canonicalize();
-        Ok(snap)
+        let mut skipped = std::mem::take(&mut self.skipped);
+        let snap = assemble(
+            target,
+            procs,
+            |pid, threads| self.read_task(pid, threads),
+            &mut skipped,
+        );
+        self.skipped = skipped;
+        snap
     }
 }
 
