@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -310,12 +310,7 @@ pub fn serve(spec: Spec) -> ! {
         let _ = writeln!(out, "ready {me}");
         let _ = out.flush();
         drop(out);
-        let mut sink = [0u8; 64];
-        while std::io::stdin()
-            .read(&mut sink)
-            .map(|n| n > 0)
-            .unwrap_or(false)
-        {}
+        dumper::sample::wait_for_stdin_eof();
         let _ = std::fs::remove_dir_all(&dir);
         libc::kill(0, libc::SIGKILL);
         libc::_exit(0);

@@ -360,15 +360,21 @@ pub fn run() -> ! {
         writeln!(out, "{}", serde_json::to_string(&m).unwrap()).unwrap();
         out.flush().unwrap();
         drop(out);
-        let mut sink = [0u8; 64];
-        while std::io::stdin()
-            .read(&mut sink)
-            .map(|n| n > 0)
-            .unwrap_or(false)
-        {}
+        wait_for_stdin_eof();
         let _ = std::fs::remove_dir_all(&dir);
         libc::_exit(0);
     }
+}
+
+/// Returns when standard input closes: how a served tree (the sample, the
+/// benchmark's population) learns that its driver is done or dead.
+pub fn wait_for_stdin_eof() {
+    let mut sink = [0u8; 64];
+    while std::io::stdin()
+        .read(&mut sink)
+        .map(|n| n > 0)
+        .unwrap_or(false)
+    {}
 }
 
 /// A running sample tree, killed when dropped.

@@ -4,9 +4,7 @@
 //! description identity comes from kcmp(KCMP_FILE).
 
 use super::{classify, fdinfo, kcmp, smaps, vanished, CollectError, Collector, Target};
-use crate::model::{
-    kdev_to_dev, Caps, Fd, FileType, Ids, Prot, SigMasks, Snapshot, Task, Vma, PF_KTHREAD,
-};
+use crate::model::{Caps, Fd, FileType, Ids, SigMasks, Snapshot, Task, Vma, PF_KTHREAD};
 use procfs::process::Process;
 use procfs::ProcError;
 use std::collections::{HashSet, VecDeque};
@@ -306,21 +304,7 @@ fn read_vmas(pid: i32) -> Result<Vec<Vma>, Skip> {
         // The gate page is not a vma of the mm (task_vma never sees it) and
         // no restore can create it: it is in every process already.
         .filter(|m| m.name != "[vsyscall]")
-        .map(|m| Vma {
-            start: m.start,
-            end: m.end,
-            prot: Prot {
-                read: m.read,
-                write: m.write,
-                exec: m.exec,
-            },
-            shared: m.shared,
-            flags: m.vm_flags,
-            pgoff: m.offset,
-            dev: kdev_to_dev((m.major << 20) | m.minor),
-            ino: m.ino,
-            path: (!m.name.is_empty()).then(|| m.name.as_ref().into()),
-        })
+        .map(|m| m.vma((!m.name.is_empty()).then(|| m.name.as_ref().into())))
         .collect())
 }
 

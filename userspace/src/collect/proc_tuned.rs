@@ -532,21 +532,7 @@ impl ProcTuned {
                     continue;
                 }
                 let path = (!m.name.is_empty()).then(|| self.intern(&m.name));
-                vmas.push(Vma {
-                    start: m.start,
-                    end: m.end,
-                    prot: Prot {
-                        read: m.read,
-                        write: m.write,
-                        exec: m.exec,
-                    },
-                    shared: m.shared,
-                    flags: VmFlags::default(),
-                    pgoff: m.offset,
-                    dev: libc::makedev(m.major, m.minor),
-                    ino: m.ino,
-                    path,
-                });
+                vmas.push(m.vma(path));
             }
         }
         drop(text);

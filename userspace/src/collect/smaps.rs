@@ -28,6 +28,28 @@ pub struct Mapping<'a> {
     pub vm_flags: VmFlags,
 }
 
+impl Mapping<'_> {
+    /// The model's mapping, with `path` for the name (interned by the
+    /// caller, who may share it among many mappings).
+    pub fn vma(&self, path: Option<std::sync::Arc<str>>) -> crate::model::Vma {
+        crate::model::Vma {
+            start: self.start,
+            end: self.end,
+            prot: crate::model::Prot {
+                read: self.read,
+                write: self.write,
+                exec: self.exec,
+            },
+            shared: self.shared,
+            flags: self.vm_flags,
+            pgoff: self.offset,
+            dev: libc::makedev(self.major, self.minor),
+            ino: self.ino,
+            path,
+        }
+    }
+}
+
 /// Where the name starts: show_map_vma pads the header (seq_setwidth to
 /// 25 + 6 * sizeof(void *) - 1 = 72 columns), then one space.
 const NAME_COLUMN: usize = 72 + 1;
