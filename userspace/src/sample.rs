@@ -386,11 +386,20 @@ pub struct SampleTree {
 impl SampleTree {
     /// Starts `exe sample` (exe: the dumper binary) and reads its manifest.
     pub fn start(exe: &std::path::Path) -> std::io::Result<SampleTree> {
+        // Its stderr is a pipe of its own, forwarded: an inherited stderr is
+        // a file description shared with processes outside the tree (the
+        // test runner writing to a log), whose position moves on while the
+        // tree is frozen and makes collectors disagree.
         let mut child = std::process::Command::new(exe)
             .arg("sample")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .spawn()?;
+        let mut err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut err, &mut std::io::stderr());
+        });
         let mut line = String::new();
         let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
         std::io::BufRead::read_line(&mut out, &mut line)?;
