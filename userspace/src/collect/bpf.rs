@@ -8,8 +8,8 @@
 
 use super::{classify, paths::PathCache, tree_members, CollectError, Collector, Target};
 use crate::model::{
-    kdev_to_dev, state_letter, Caps, Fd, FileType, Ids, Prot, SigMasks, Snapshot, Task, VmFlags,
-    Vma, PF_KTHREAD,
+    kdev_to_dev, state_letter, Fd, FileType, Prot, SigMasks, Snapshot, Task, VmFlags, Vma,
+    PF_KTHREAD,
 };
 use aya::programs::Iter;
 use aya::{Btf, Ebpf, EbpfLoader, Endianness};
@@ -585,26 +585,10 @@ fn task_from(r: &TaskRecord, paths: &mut PathCache) -> Result<Task, CollectError
         comm: cstr(&r.comm),
         state: state_letter(r.state, r.exit_state).to_string(),
         threads: vec![],
-        uid: Ids {
-            real: uid,
-            effective: euid,
-            saved: suid,
-            fs: fsuid,
-        },
-        gid: Ids {
-            real: gid,
-            effective: egid,
-            saved: sgid,
-            fs: fsgid,
-        },
+        uid: [uid, euid, suid, fsuid].into(),
+        gid: [gid, egid, sgid, fsgid].into(),
         groups,
-        caps: Caps {
-            inheritable: r.caps[0],
-            permitted: r.caps[1],
-            effective: r.caps[2],
-            bounding: r.caps[3],
-            ambient: r.caps[4],
-        },
+        caps: r.caps.into(),
         signals: SigMasks {
             blocked: r.sig_blocked,
             ignored: r.sig_ignored,

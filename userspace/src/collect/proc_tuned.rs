@@ -15,9 +15,7 @@
 
 use super::proc::{all_pids, assemble, io_skip, resolve_tgid, sockproto, Skip};
 use super::{classify, fdinfo, smaps, vanished, CollectError, Collector, Target};
-use crate::model::{
-    Caps, Fd, FileType, Ids, Prot, SigMasks, Snapshot, Task, VmFlags, Vma, PF_KTHREAD,
-};
+use crate::model::{Fd, FileType, Prot, SigMasks, Snapshot, Task, VmFlags, Vma, PF_KTHREAD};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -379,8 +377,6 @@ impl ProcTuned {
             }
         };
         let (cwd, root, exe) = (readlink(c"cwd")?, readlink(c"root")?, readlink(c"exe")?);
-        let [u0, u1, u2, u3] = status.uid;
-        let [g0, g1, g2, g3] = status.gid;
         let mut task = Task {
             pid,
             tgid: status.tgid,
@@ -390,26 +386,10 @@ impl ProcTuned {
             comm,
             state,
             threads,
-            uid: Ids {
-                real: u0,
-                effective: u1,
-                saved: u2,
-                fs: u3,
-            },
-            gid: Ids {
-                real: g0,
-                effective: g1,
-                saved: g2,
-                fs: g3,
-            },
+            uid: status.uid.into(),
+            gid: status.gid.into(),
             groups: status.groups,
-            caps: Caps {
-                inheritable: status.caps[0],
-                permitted: status.caps[1],
-                effective: status.caps[2],
-                bounding: status.caps[3],
-                ambient: status.caps[4],
-            },
+            caps: status.caps.into(),
             signals: SigMasks {
                 blocked: status.sig[0],
                 ignored: status.sig[1],

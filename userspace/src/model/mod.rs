@@ -42,6 +42,33 @@ pub struct Caps {
     pub ambient: u64,
 }
 
+impl From<[u32; 4]> for Ids {
+    /// From real, effective, saved, fs: the order of /proc's `Uid:` line
+    /// and of `struct cred`.
+    fn from([real, effective, saved, fs]: [u32; 4]) -> Self {
+        Ids {
+            real,
+            effective,
+            saved,
+            fs,
+        }
+    }
+}
+
+impl From<[u64; 5]> for Caps {
+    /// From inheritable, permitted, effective, bounding, ambient: the order
+    /// of /proc's `Cap*:` lines.
+    fn from([inheritable, permitted, effective, bounding, ambient]: [u64; 5]) -> Self {
+        Caps {
+            inheritable,
+            permitted,
+            effective,
+            bounding,
+            ambient,
+        }
+    }
+}
+
 /// Signal sets, bit `n-1` for signal `n`, as /proc/PID/status prints them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SigMasks {
