@@ -10,11 +10,12 @@
 /// `"DMP"` followed by the layout version. Bump the version on any change
 /// to a record below.
 pub const MAGIC_BASE: u32 = 0x444d_5000;
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 pub const KIND_TASK: u32 = 1;
 pub const KIND_FILE: u32 = 2;
 pub const KIND_VMA: u32 = 3;
+pub const KIND_TASK_EXT: u32 = 4;
 
 pub const fn magic(kind: u32) -> u32 {
     MAGIC_BASE | (LAYOUT_VERSION << 4) | kind
@@ -141,12 +142,54 @@ pub struct VmaRecord {
     pub name: [u8; NAME_LEN],
 }
 
+/// Words of `mm_struct::saved_auxv` carried (AT_VECTOR_SIZE is 52 on
+/// x86-64; the build checks the kernel's fits).
+pub const AUXV_WORDS: usize = 64;
+pub const NSIG: usize = 64;
+/// Bytes of the raw `sighand->action` table carried: 64 `k_sigaction`s of
+/// at most 64 bytes (32 on x86-64; userspace decodes with the BTF offsets).
+pub const ACTION_BYTES: usize = 64 * NSIG;
+pub const RLIMITS: usize = 16;
+
+/// What a dump needs of a task beyond [`TaskRecord`], emitted right after
+/// it for the tasks of the filter when [`TgidFilter::detail`] is set.
+/// The process-wide part (from `shared_pending` on) is filled for thread
+/// group leaders only.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TaskExtRecord {
+    pub hdr: RecordHeader,
+    pub pid: i32,
+    pub tgid: i32,
+    pub pending: u64,
+    pub sas_ss_sp: u64,
+    pub sas_ss_size: u64,
+    pub sas_ss_flags: u32,
+    pub personality: u32,
+    pub rseq: u64,
+    pub rseq_len: u32,
+    pub rseq_sig: u32,
+    pub exit_code: i32,
+    /// 1 when the leader has an mm (the fields below `mm` are valid).
+    pub has_mm: u32,
+    pub shared_pending: u64,
+    /// start_code, end_code, start_data, end_data, start_brk, brk,
+    /// start_stack, arg_start, arg_end, env_start, env_end.
+    pub mm: [u64; 11],
+    pub auxv: [u64; AUXV_WORDS],
+    /// (rlim_cur, rlim_max) per RLIMIT_* number.
+    pub rlim: [u64; 2 * RLIMITS],
+    pub actions: [u8; ACTION_BYTES],
+}
+
 /// The tree filter: bit `tgid` set means "emit this process's fds and
 /// mappings". `all != 0` emits everything (whole-system collection).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct TgidFilter {
     pub all: u64,
+    /// Nonzero: also emit a [`TaskExtRecord`] for every task of the filter.
+    pub detail: u64,
     pub bits: [u64; FILTER_WORDS],
 }
 

@@ -89,14 +89,16 @@ fn copy_words(dst: *mut u64, src: *const u64, n: usize) {
     }
 }
 
-const NSIG: usize = 64;
-const ACTION_BYTES: usize = 64 * NSIG;
 const _: () = assert!((k::K_SIGACTION_SIZE as usize) * NSIG <= ACTION_BYTES);
+const _: () = assert!(k::MM_STRUCT__SAVED_AUXV.1 <= AUXV_WORDS * 8);
+const _: () = assert!(k::SIGNAL_STRUCT__RLIM.1 == RLIMITS * 16);
 
 #[repr(C)]
 pub struct TaskScratch {
     rec: TaskRecord,
-    actions: [u8; ACTION_BYTES],
+    /// Also where the leader's action table is read to (for the ignored
+    /// and caught masks), whether or not the extension is emitted.
+    ext: TaskExtRecord,
 }
 
 /// Compile-time check that kernel field `k::$f` has the size of `$t`: the
@@ -171,6 +173,77 @@ fn read<T: Copy + Default>(addr: u64) -> T {
 fn read_str(addr: u64, dst: &mut [u8]) {
     if addr >= 4096 {
         let _ = unsafe { bpf_probe_read_kernel_str_bytes(addr as *const u8, dst) };
+    }
+}
+
+/// Copies `len` bytes of kernel memory at `src` to `dst`; false on a
+/// fault (the bytes are then unspecified).
+#[inline(always)]
+fn read_block(dst: *mut u8, len: usize, src: u64) -> bool {
+    src >= 4096
+        && unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                dst as *mut c_void,
+                len as u32,
+                src as *const c_void,
+            )
+        } == 0
+}
+
+#[inline(always)]
+fn detail_wanted() -> bool {
+    FILTER.get(0).is_some_and(|f| f.detail != 0)
+}
+
+/// The per-thread part of the extension record.
+#[inline(always)]
+fn thread_ext(t: u64, e: &mut TaskExtRecord, pid: i32, tgid: i32) {
+    zero(e);
+    e.hdr = RecordHeader::new(KIND_TASK_EXT, core::mem::size_of::<TaskExtRecord>());
+    e.pid = pid;
+    e.tgid = tgid;
+    e.pending = ld!(t, TASK_STRUCT__PENDING__SIGNAL, u64);
+    e.sas_ss_sp = ld!(t, TASK_STRUCT__SAS_SS_SP, u64);
+    e.sas_ss_size = ld!(t, TASK_STRUCT__SAS_SS_SIZE, u64);
+    e.sas_ss_flags = ld!(t, TASK_STRUCT__SAS_SS_FLAGS, u32);
+    e.personality = ld!(t, TASK_STRUCT__PERSONALITY, u32);
+    e.rseq = ld!(t, TASK_STRUCT__RSEQ, u64);
+    e.rseq_len = ld!(t, TASK_STRUCT__RSEQ_LEN, u32);
+    e.rseq_sig = ld!(t, TASK_STRUCT__RSEQ_SIG, u32);
+    e.exit_code = ld!(t, TASK_STRUCT__EXIT_CODE, i32);
+}
+
+/// The process-wide part, for a leader (after [`thread_ext`]).
+#[inline(always)]
+fn proc_ext(e: &mut TaskExtRecord, signal: u64, mm: u64) {
+    if signal != 0 {
+        e.shared_pending = ld!(signal, SIGNAL_STRUCT__SHARED_PENDING__SIGNAL, u64);
+        read_block(
+            e.rlim.as_mut_ptr() as *mut u8,
+            k::SIGNAL_STRUCT__RLIM.1,
+            signal + off!(SIGNAL_STRUCT__RLIM),
+        );
+    }
+    if mm != 0 {
+        e.has_mm = 1;
+        e.mm = [
+            ld!(mm, MM_STRUCT__START_CODE, u64),
+            ld!(mm, MM_STRUCT__END_CODE, u64),
+            ld!(mm, MM_STRUCT__START_DATA, u64),
+            ld!(mm, MM_STRUCT__END_DATA, u64),
+            ld!(mm, MM_STRUCT__START_BRK, u64),
+            ld!(mm, MM_STRUCT__BRK, u64),
+            ld!(mm, MM_STRUCT__START_STACK, u64),
+            ld!(mm, MM_STRUCT__ARG_START, u64),
+            ld!(mm, MM_STRUCT__ARG_END, u64),
+            ld!(mm, MM_STRUCT__ENV_START, u64),
+            ld!(mm, MM_STRUCT__ENV_END, u64),
+        ];
+        read_block(
+            e.auxv.as_mut_ptr() as *mut u8,
+            k::MM_STRUCT__SAVED_AUXV.1,
+            mm + off!(MM_STRUCT__SAVED_AUXV),
+        );
     }
 }
 
@@ -265,14 +338,14 @@ unsafe fn task(ctx: *const c_void) {
     // What threads share with their group (creds aside, which are per
     // thread but read only for the leader as /proc/PID/status shows them)
     // is read once per process.
+    let detail = detail_wanted() && selected(r.tgid);
     if r.pid != r.tgid {
-        unsafe {
-            emit(
-                ctx,
-                r as *const TaskRecord as *const c_void,
-                core::mem::size_of::<TaskRecord>(),
-            )
-        };
+        let (pid, tgid) = (r.pid, r.tgid);
+        unsafe { emit_rec(ctx, r) };
+        if detail {
+            thread_ext(t, &mut s.ext, pid, tgid);
+            unsafe { emit_rec(ctx, &s.ext) };
+        }
         return;
     }
     let cred = ld!(t, TASK_STRUCT__REAL_CRED, u64);
@@ -309,18 +382,19 @@ unsafe fn task(ctx: *const c_void) {
             }
         }
     }
+    if detail {
+        thread_ext(t, &mut s.ext, r.pid, r.tgid);
+    }
     let sighand = ld!(t, TASK_STRUCT__SIGHAND, u64);
     if sighand != 0 {
         // One copy of the whole action table, then a scan of it: 64 helper
         // calls per process would cost more than the rest of the record.
         let len = (k::K_SIGACTION_SIZE as usize) * NSIG;
-        let ok = unsafe {
-            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
-                s.actions.as_mut_ptr() as *mut c_void,
-                len as u32,
-                (sighand + off!(SIGHAND_STRUCT__ACTION)) as *const c_void,
-            )
-        } == 0;
+        let ok = read_block(
+            s.ext.actions.as_mut_ptr(),
+            len,
+            sighand + off!(SIGHAND_STRUCT__ACTION),
+        );
         if ok {
             let mut i = 0usize;
             while i < NSIG {
@@ -329,15 +403,16 @@ unsafe fn task(ctx: *const c_void) {
                 if o + 8 > ACTION_BYTES {
                     break;
                 }
+                let a = &s.ext.actions;
                 let h = u64::from_le_bytes([
-                    s.actions[o],
-                    s.actions[o + 1],
-                    s.actions[o + 2],
-                    s.actions[o + 3],
-                    s.actions[o + 4],
-                    s.actions[o + 5],
-                    s.actions[o + 6],
-                    s.actions[o + 7],
+                    a[o],
+                    a[o + 1],
+                    a[o + 2],
+                    a[o + 3],
+                    a[o + 4],
+                    a[o + 5],
+                    a[o + 6],
+                    a[o + 7],
                 ]);
                 if h == 1 {
                     s.rec.sig_ignored |= 1 << i;
@@ -364,13 +439,16 @@ unsafe fn task(ctx: *const c_void) {
         r.cwd = path_pair(fs + off!(FS_STRUCT__PWD));
         r.root = path_pair(fs + off!(FS_STRUCT__ROOT));
     }
-    unsafe {
-        emit(
-            ctx,
-            r as *const TaskRecord as *const c_void,
-            core::mem::size_of::<TaskRecord>(),
-        )
-    };
+    unsafe { emit_rec(ctx, r) };
+    if detail {
+        proc_ext(&mut s.ext, signal, mm);
+        unsafe { emit_rec(ctx, &s.ext) };
+    }
+}
+
+#[inline(always)]
+unsafe fn emit_rec<T>(ctx: *const c_void, rec: &T) {
+    unsafe { emit(ctx, rec as *const T as *const c_void, core::mem::size_of::<T>()) };
 }
 
 #[inline(always)]

@@ -1,6 +1,6 @@
 //! Field-by-field agreement of two snapshots of one tree.
 
-use crate::model::{Snapshot, Task};
+use crate::model::{Snapshot, Task, TaskDetail};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -82,9 +82,42 @@ fn diff_keyed<T: Serialize, K: Ord + Copy>(
     }
 }
 
+/// Diffs two arrays entry by entry; entries are labelled from `first`.
+fn diff_indexed<T: Serialize>(p: &str, a: &[T], b: &[T], first: usize, out: &mut Vec<Mismatch>) {
+    for i in 0..a.len().max(b.len()) {
+        let label = format!("{p} {}", i + first);
+        match (a.get(i), b.get(i)) {
+            (Some(x), Some(y)) => diff_fields(&label, x, y, &[], out),
+            (x, _) => out.push(Mismatch {
+                path: label,
+                values: presence(x.is_some()),
+            }),
+        }
+    }
+}
+
+fn diff_detail(p: &str, a: &Option<TaskDetail>, b: &Option<TaskDetail>, out: &mut Vec<Mismatch>) {
+    let p = format!("{p} detail");
+    // Not collected by both: nothing to compare.
+    if let (Some(a), Some(b)) = (a, b) {
+        diff_fields(&p, a, b, &["sigactions", "threads", "rlimits"], out);
+        diff_indexed(&format!("{p} signal"), &a.sigactions, &b.sigactions, 1, out);
+        diff_indexed(&format!("{p} rlimit"), &a.rlimits, &b.rlimits, 0, out);
+        diff_keyed(
+            &p,
+            &a.threads,
+            &b.threads,
+            |t| t.tid,
+            |k| format!(" thread {k}"),
+            out,
+        );
+    }
+}
+
 fn diff_task(a: &Task, b: &Task, out: &mut Vec<Mismatch>) {
     let p = format!("task {}", a.pid);
-    diff_fields(&p, a, b, &["fds", "vmas"], out);
+    diff_fields(&p, a, b, &["fds", "vmas", "detail"], out);
+    diff_detail(&p, &a.detail, &b.detail, out);
     diff_keyed(&p, &a.fds, &b.fds, |f| f.fd, |k| format!(" fd {k}"), out);
     diff_keyed(
         &p,

@@ -6,6 +6,7 @@
 //! left stopped.
 
 use crate::collect::{proc::resolve_tgid, proc::tree_pids, CollectError};
+use crate::ptrace::{errno, request as ptrace};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -14,12 +15,19 @@ const PTRACE_EVENT_STOP: i32 = 128;
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Frozen {
+    root: i32,
     /// tid → signal to re-inject at detach (a signal-delivery stop caught
     /// while interrupting), or None while the thread has not stopped yet.
     tids: HashMap<i32, Option<i32>>,
+    /// Signals beyond the first that arrived while system calls ran in a
+    /// thread (see [`crate::ptrace::Remote`]): sent again at release.
+    extra: Vec<(i32, i32)>,
     /// When the first thread was stopped.
     since: Instant,
 }
+
+/// PTRACE_O_TRACESYSGOOD: syscall stops report SIGTRAP | 0x80.
+const SEIZE_OPTIONS: libc::c_long = 1;
 
 /// The live threads of the tree at `root` right now.
 fn tree_threads(root: i32) -> Vec<i32> {
@@ -36,24 +44,6 @@ fn tree_threads(root: i32) -> Vec<i32> {
         }
     }
     out
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
-}
-
-fn ptrace(req: libc::c_uint, tid: i32, data: libc::c_long) -> Result<(), i32> {
-    let null = std::ptr::null_mut::<libc::c_void>();
-    // SAFETY: SEIZE, INTERRUPT and DETACH take no pointers (addr is null,
-    // data an integer: options or a signal number).
-    let r = unsafe { libc::ptrace(req, tid, null, data as *mut libc::c_void) };
-    if r != 0 {
-        Err(errno())
-    } else {
-        Ok(())
-    }
 }
 
 /// Waits for `tid`'s next stop for up to `timeout`: Ok(Some(status)), or
@@ -91,7 +81,9 @@ impl Frozen {
             return Err(in_tree(root, me));
         }
         let mut f = Frozen {
+            root,
             tids: HashMap::new(),
+            extra: vec![],
             since: Instant::now(),
         };
         // New threads and children can appear until their creators stop.
@@ -141,7 +133,7 @@ impl Frozen {
     }
 
     fn seize(&mut self, tid: i32) -> Result<(), i32> {
-        ptrace(libc::PTRACE_SEIZE, tid, 0)?;
+        ptrace(libc::PTRACE_SEIZE, tid, SEIZE_OPTIONS)?;
         // From here on release() detaches it, whatever happens next.
         self.tids.insert(tid, None);
         ptrace(libc::PTRACE_INTERRUPT, tid, 0)?;
@@ -167,6 +159,52 @@ impl Frozen {
         self.tids.len()
     }
 
+    /// The tree's root process.
+    pub fn root(&self) -> i32 {
+        self.root
+    }
+
+    /// The frozen threads, ascending.
+    pub fn tids(&self) -> Vec<i32> {
+        let mut v: Vec<i32> = self.tids.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// When the first thread stopped.
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
+    /// Signals that arrived at `tid` while it ran system calls for dumper:
+    /// they are delivered when the tree is released.
+    pub fn hold_signals(&mut self, tid: i32, sigs: Vec<i32>) {
+        for sig in sigs {
+            match self.tids.get_mut(&tid) {
+                Some(slot @ Some(0)) => *slot = Some(sig),
+                _ => self.extra.push((tid, sig)),
+            }
+        }
+    }
+
+    /// SIGKILLs every process of the frozen tree (the end of a dump that
+    /// does not leave it running), then releases what is left.
+    pub fn kill_all(mut self) {
+        let mut tgids: Vec<i32> = self
+            .tids
+            .keys()
+            .filter_map(|&t| resolve_tgid(t).ok())
+            .collect();
+        tgids.sort_unstable();
+        tgids.dedup();
+        for t in tgids {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(t, libc::SIGKILL) };
+        }
+        self.extra.clear();
+        self.release();
+    }
+
     /// Releases the tree (also done by Drop); returns how long it was held.
     pub fn thaw(mut self) -> Duration {
         self.release();
@@ -186,6 +224,10 @@ impl Frozen {
                 },
             };
             let _ = ptrace(libc::PTRACE_DETACH, tid, sig as libc::c_long);
+        }
+        for (tid, sig) in self.extra.drain(..) {
+            // SAFETY: tkill(2) on a thread of the tree, now running.
+            unsafe { libc::syscall(libc::SYS_tkill, tid, sig) };
         }
     }
 }

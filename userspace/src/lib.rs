@@ -9,8 +9,11 @@ compile_error!("dumper supports x86_64 only so far");
 
 pub mod collect;
 pub mod compare;
+pub mod dump;
 pub mod freeze;
+pub mod image;
 pub mod model;
+pub mod ptrace;
 pub mod sample;
 
 /// The build script's BTF reader, included here so its unit tests run with

@@ -14,13 +14,55 @@ use std::time::Instant;
     version,
     about = "Checkpoint tool for Linux process trees"
 )]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct Cli {
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
+    /// `dumper -t PID -D DIR [--collect=bpf|proc]`: the same as `dumper dump`.
+    #[command(flatten)]
+    dump: Option<DumpArgs>,
+}
+
+#[derive(clap::Args)]
+struct DumpArgs {
+    /// Root of the tree to dump: this process, its descendants, their threads.
+    #[arg(short = 't', long = "tree", value_name = "PID", required = true)]
+    tree: Option<i32>,
+    /// Image directory to create (must not exist, or be empty).
+    #[arg(short = 'D', long = "images-dir", value_name = "DIR", required = true)]
+    dir: Option<std::path::PathBuf>,
+    /// Collector: bpf (kernel structures, nothing runs in the tree) or proc.
+    #[arg(long, default_value = "bpf")]
+    collect: String,
+    /// Collect the frozen tree with the other collector too and write
+    /// nothing if the two disagree.
+    #[arg(long)]
+    verify: bool,
+    /// Let the tree run on after the dump (default: killed once the images
+    /// are on disk).
+    #[arg(long)]
+    leave_running: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Freeze a tree, collect everything a restore needs, write a verified
+    /// image directory; then kill the tree (or --leave-running).
+    Dump(DumpArgs),
+    /// Decode an image directory for people, or with --json for programs.
+    Show {
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Removes DIR once stdin closes (dumper's guard for its temporary
+    /// image directory).
+    #[command(hide = true)]
+    Janitor { dir: std::path::PathBuf },
     /// Collect the state of a process tree (or the whole system) and print it.
     Collect {
         /// Root of the tree: this process, its descendants and their threads.
@@ -40,6 +82,10 @@ enum Cmd {
         /// Print the full snapshot as JSON (docs/snapshot-json.md).
         #[arg(long)]
         json: bool,
+        /// Freeze the tree and collect what a dump needs besides (signal
+        /// handlers, mm fields, limits, per-thread signal state, rseq).
+        #[arg(long, conflicts_with = "all")]
+        detail: bool,
     },
     /// Freeze a tree, collect it with each collector, release it, and
     /// report agreement field by field. Exit 0 only when all agree.
@@ -49,6 +95,10 @@ enum Cmd {
         /// Collectors to compare, comma separated.
         #[arg(long, default_value = "proc,bpf", value_delimiter = ',')]
         collect: Vec<String>,
+        /// Also compare what a dump collects beyond the snapshot: signal
+        /// handlers, mm fields, limits, per-thread signal state, rseq.
+        #[arg(long)]
+        detail: bool,
         #[arg(long)]
         json: bool,
     },
@@ -97,12 +147,25 @@ fn summary(s: &Snapshot, c: &dyn Collector, ns: u128) {
     }
 }
 
-fn run_collect(tree: Option<i32>, collector: &str, json: bool) -> Result<()> {
+fn run_collect(tree: Option<i32>, collector: &str, json: bool, detail: bool) -> Result<()> {
     let mut c = collect::by_name(collector)?;
     let target = tree.map_or(Target::System, Target::Tree);
     let t0 = Instant::now();
-    let snap = c.collect(target)?;
-    let ns = t0.elapsed().as_nanos();
+    let snap = match (detail, tree) {
+        (true, Some(root)) => {
+            let mut frozen = Frozen::freeze(root)?;
+            let t0 = Instant::now();
+            let s = c.collect_frozen(&mut frozen, true);
+            let ns = t0.elapsed().as_nanos();
+            frozen.thaw();
+            (s?, ns)
+        }
+        _ => {
+            let s = c.collect(target)?;
+            (s, t0.elapsed().as_nanos())
+        }
+    };
+    let (snap, ns) = snap;
     for (pid, why) in c.skipped() {
         eprintln!("dumper: warning: left out process {pid}: {why}");
     }
@@ -115,7 +178,7 @@ fn run_collect(tree: Option<i32>, collector: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn run_compare(tree: i32, names: &[String], json: bool) -> Result<bool> {
+fn run_compare(tree: i32, names: &[String], detail: bool, json: bool) -> Result<bool> {
     if names.len() < 2 {
         bail!("compare needs at least two collectors, e.g. --collect proc,bpf");
     }
@@ -132,7 +195,7 @@ fn run_compare(tree: i32, names: &[String], json: bool) -> Result<bool> {
         .iter()
         .map(|n| collect::by_name(n))
         .collect::<Result<_, _>>()?;
-    let frozen = Frozen::freeze(tree)?;
+    let mut frozen = Frozen::freeze(tree)?;
     let mut snaps = vec![];
     let mut timings = serde_json::Map::new();
     let mut counts = serde_json::Map::new();
@@ -140,7 +203,7 @@ fn run_compare(tree: i32, names: &[String], json: bool) -> Result<bool> {
     for c in &mut collectors {
         let t0 = Instant::now();
         let s = c
-            .collect(Target::Tree(tree))
+            .collect_frozen(&mut frozen, detail)
             .with_context(|| format!("{} collector", c.name()))?;
         timings.insert(c.name().into(), (t0.elapsed().as_nanos() as u64).into());
         let (t, f, v) = s.counts();
@@ -224,6 +287,68 @@ fn run_compare(tree: i32, names: &[String], json: bool) -> Result<bool> {
     Ok(agree)
 }
 
+fn run_dump(a: DumpArgs) -> Result<()> {
+    let (Some(root), Some(dir)) = (a.tree, a.dir.as_deref()) else {
+        bail!("dump needs -t PID and -D DIR");
+    };
+    let opts = dumper::dump::Options {
+        root,
+        dir,
+        collector: &a.collect,
+        verify: a.verify,
+        leave_running: a.leave_running,
+    };
+    let json = a.json;
+    let r = dumper::dump::dump(&opts, |m| {
+        eprintln!(
+            "dumper: mismatch: {}: {}",
+            m.path,
+            serde_json::Value::from(m.values.clone())
+        );
+    })?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        let ms = |n: u64| n as f64 / 1e6;
+        println!(
+            "dumped {} processes, {} threads, {} fds, {} mappings to {} ({} collector{})",
+            r.processes,
+            r.threads,
+            r.fds,
+            r.vmas,
+            r.dir.display(),
+            r.collector,
+            if r.verified {
+                ", verified against the other"
+            } else {
+                ""
+            }
+        );
+        println!(
+            "memory: {} pages saved ({:.1} MiB), {} pages shared copy-on-write saved once, {} shared memory objects; image {:.1} MiB",
+            r.pages_written, r.pages_written as f64 / 256.0, r.pages_shared, r.shmem_objects,
+            r.image_bytes as f64 / (1 << 20) as f64
+        );
+        println!(
+            "tree frozen {:.3} ms (collection {:.3} ms, memory {:.3} ms, writing {:.3} ms); {}; total {:.3} ms",
+            ms(r.frozen_ns), ms(r.collect_ns), ms(r.memory_ns), ms(r.write_ns),
+            if r.left_running { "left running" } else { "tree killed after the images were synced" },
+            ms(r.total_ns)
+        );
+    }
+    Ok(())
+}
+
+fn run_show(dir: &std::path::Path, json: bool) -> Result<()> {
+    let img = dumper::image::read::open(dir)?;
+    if json {
+        println!("{}", dumper::image::show::json(&img));
+    } else {
+        print!("{}", dumper::image::show::text(&img));
+    }
+    Ok(())
+}
+
 fn run_freeze(tree: i32) -> Result<()> {
     let frozen = Frozen::freeze(tree)?;
     println!("{{\"frozen_threads\": {}}}", frozen.threads());
@@ -256,18 +381,39 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let r = match cli.cmd {
+    let Some(cmd) = cli.cmd else {
+        let r = match cli.dump {
+            Some(a) => run_dump(a),
+            None => Err(anyhow::anyhow!(
+                "name a command or -t PID -D DIR (see dumper --help)"
+            )),
+        };
+        if let Err(e) = r {
+            eprintln!("dumper: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    };
+    let r = match cmd {
+        Cmd::Dump(a) => run_dump(a).map(|_| true),
+        Cmd::Show { dir, json } => run_show(&dir, json).map(|_| true),
+        Cmd::Janitor { dir } => {
+            dumper::image::write::janitor(&dir);
+            Ok(true)
+        }
         Cmd::Collect {
             tree,
             all: _,
             collect,
             json,
-        } => run_collect(tree, &collect, json).map(|_| true),
+            detail,
+        } => run_collect(tree, &collect, json, detail).map(|_| true),
         Cmd::Compare {
             tree,
             collect,
+            detail,
             json,
-        } => run_compare(tree, &collect, json),
+        } => run_compare(tree, &collect, detail, json),
         Cmd::Freeze { tree } => run_freeze(tree).map(|_| true),
         Cmd::Sample => dumper::sample::run(),
     };

@@ -7,6 +7,7 @@
 //! module.
 
 use super::{classify, paths::PathCache, tree_members, CollectError, Collector, Target};
+use crate::freeze::Frozen;
 use crate::model::{
     kdev_to_dev, state_letter, Fd, FileType, Prot, SigMasks, Snapshot, Task, VmFlags, Vma,
     PF_KTHREAD,
@@ -63,6 +64,8 @@ pub struct BpfCollector {
     buf: Vec<u8>,
     /// readlink calls the last collection made (paths completed from /proc).
     last_path_lookups: usize,
+    /// Collect [`crate::model::TaskDetail`]s too.
+    detail: bool,
 }
 
 /// The digest of the BTF the embedded object was built for, from the
@@ -252,6 +255,7 @@ impl BpfCollector {
             ebpf,
             buf: Vec::with_capacity(1 << 20),
             last_path_lookups: 0,
+            detail: false,
         })
     }
 
@@ -292,6 +296,7 @@ impl BpfCollector {
         // SAFETY: TgidFilter is integers only; all zeroes is valid.
         let mut filter: Box<TgidFilter> = unsafe { Box::new_zeroed().assume_init() };
         filter.all = tgids.is_none() as u64;
+        filter.detail = self.detail as u64;
         for &t in tgids.unwrap_or(&[]) {
             let t = t as usize;
             if t < PID_LIMIT {
@@ -402,7 +407,7 @@ fn torn(len: usize, size: usize) -> CollectError {
 }
 
 /// One record from exactly `size_of::<T>()` bytes, its header checked.
-fn record<T: Record>(c: &[u8]) -> Result<T, CollectError> {
+pub(super) fn record<T: Record>(c: &[u8]) -> Result<T, CollectError> {
     let size = std::mem::size_of::<T>();
     // SAFETY: c holds size bytes; RecordHeader and T are plain old data.
     let hdr: RecordHeader = unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) };
@@ -490,6 +495,22 @@ impl Collector for BpfCollector {
         Some(self.last_path_lookups)
     }
 
+    fn collect_frozen(
+        &mut self,
+        frozen: &mut Frozen,
+        detail: bool,
+    ) -> Result<Snapshot, CollectError> {
+        if detail && self.programs == Programs::Null {
+            return Err(CollectError::Kernel(
+                "bpf-null collects nothing: use --collect=bpf".into(),
+            ));
+        }
+        self.detail = detail;
+        let r = self.collect(Target::Tree(frozen.root()));
+        self.detail = false;
+        r
+    }
+
     fn collect(&mut self, target: Target) -> Result<Snapshot, CollectError> {
         if self.programs == Programs::Null {
             for i in 0..3 {
@@ -559,6 +580,22 @@ impl Collector for BpfCollector {
             snap.tasks[i].vmas.push(vma_from(v, leader, &mut paths)?);
             Ok(())
         })?;
+        if self.detail {
+            // The first walk chose the tree; this one, with the filter
+            // set, adds the extension records of its tasks.
+            self.read_stream(0)?;
+            let mut details = super::bpf_detail::from_stream(&self.buf)?;
+            for t in &mut snap.tasks {
+                t.detail = details.remove(&t.pid).filter(|_| !t.kthread);
+                if t.state == "Z" {
+                    // What a zombie keeps is its exit status.
+                    t.detail = t.detail.take().map(|d| crate::model::TaskDetail {
+                        exit_code: d.exit_code,
+                        ..Default::default()
+                    });
+                }
+            }
+        }
         self.last_path_lookups = paths.lookups;
         snap.canonicalize();
         Ok(snap)
@@ -602,6 +639,7 @@ fn task_from(r: &TaskRecord, paths: &mut PathCache) -> Result<Task, CollectError
         exe: paths.resolve(r.exe, link("exe"))?.map(|p| p.to_string()),
         fds: vec![],
         vmas: vec![],
+        detail: None,
     })
 }
 

@@ -7,15 +7,18 @@
 //! and the integration tests hold them to it.
 
 pub mod bpf;
+pub mod bpf_detail;
 pub mod classify;
 pub mod fdinfo;
 pub mod kcmp;
 pub mod paths;
 pub mod proc;
+pub mod proc_detail;
 pub mod proc_tuned;
 pub mod smaps;
 pub mod syscall_count;
 
+use crate::freeze::Frozen;
 use crate::model::Snapshot;
 use std::collections::{HashMap, HashSet};
 
@@ -68,6 +71,22 @@ pub trait Collector {
     /// collectors whose point is to avoid them.
     fn readlinks(&self) -> Option<usize> {
         None
+    }
+    /// Collects the frozen tree; with `detail`, each task's
+    /// [`crate::model::TaskDetail`] too (what a dump needs). Collectors
+    /// that cannot collect detail refuse, naming those that can.
+    fn collect_frozen(
+        &mut self,
+        frozen: &mut Frozen,
+        detail: bool,
+    ) -> Result<Snapshot, CollectError> {
+        if detail {
+            return Err(CollectError::Kernel(format!(
+                "the {} collector cannot collect what a dump needs: use --collect=bpf or --collect=proc",
+                self.name()
+            )));
+        }
+        self.collect(Target::Tree(frozen.root()))
     }
 }
 

@@ -63,6 +63,18 @@ impl Collector for ProcCollector {
         &self.skipped
     }
 
+    fn collect_frozen(
+        &mut self,
+        frozen: &mut crate::freeze::Frozen,
+        detail: bool,
+    ) -> Result<Snapshot, CollectError> {
+        let mut snap = self.collect(Target::Tree(frozen.root()))?;
+        if detail {
+            super::proc_detail::fill(&mut snap.tasks, frozen)?;
+        }
+        Ok(snap)
+    }
+
     fn collect(&mut self, target: Target) -> Result<Snapshot, CollectError> {
         let pids = match target {
             Target::Tree(root) => tree_pids(resolve_tgid(root)?),
@@ -205,6 +217,7 @@ fn read_task(pid: i32) -> Result<Task, Skip> {
         exe: link("exe")?,
         fds: vec![],
         vmas: vec![],
+        detail: None,
     };
     task.fds = read_fds(pid)?;
     task.vmas = read_vmas(pid)?;

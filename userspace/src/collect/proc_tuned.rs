@@ -403,6 +403,7 @@ impl ProcTuned {
             exe,
             fds: vec![],
             vmas: vec![],
+            detail: None,
         };
         task.fds = self.read_fds(pid, &dir)?;
         task.vmas = match self.maps {

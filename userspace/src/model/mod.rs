@@ -5,11 +5,13 @@
 //! descriptions are named by [`Fd::file_id`], a small id that
 //! [`Snapshot::canonicalize`] makes independent of the collector.
 
+mod detail;
 mod file_type;
 mod prot;
 mod task_state;
 mod vm_flags;
 
+pub use detail::*;
 pub use file_type::FileType;
 pub use prot::Prot;
 pub use task_state::state_letter;
@@ -107,6 +109,9 @@ pub struct Task {
     pub fds: Vec<Fd>,
     /// Sorted by start address.
     pub vmas: Vec<Vma>,
+    /// Only when asked for (dumps): see [`TaskDetail`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<TaskDetail>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +168,9 @@ impl Snapshot {
             t.threads.sort_unstable();
             t.fds.sort_by_key(|f| f.fd);
             t.vmas.sort_by_key(|v| v.start);
+            if let Some(d) = &mut t.detail {
+                d.threads.sort_by_key(|x| x.tid);
+            }
             for f in &mut t.fds {
                 let next = ids.len() as u32;
                 f.file_id = *ids.entry(f.file_id).or_insert(next);

@@ -81,14 +81,29 @@ fn bit_of(name: &str) -> Option<u64> {
         .map(|(_, b)| *b)
 }
 
+/// Names in JSON; the raw bits in binary formats (the image).
 impl Serialize for VmFlags {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.names())
+        if s.is_human_readable() {
+            s.collect_seq(self.names().collect::<Vec<_>>())
+        } else {
+            s.serialize_u64(self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for VmFlags {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            let bits = u64::deserialize(d)?;
+            if bits & !MASK != 0 {
+                return Err(de::Error::custom(format!(
+                    "unknown vm flag bits {:#x}",
+                    bits & !MASK
+                )));
+            }
+            return Ok(VmFlags(bits));
+        }
         let names = Vec::<String>::deserialize(d)?;
         let mut bits = 0;
         for n in &names {

@@ -1,0 +1,215 @@
+//! `dumper dump`: freeze a tree, collect everything a restore needs, and
+//! write a verified image directory (docs/images.md).
+//!
+//! Order matters for the tree's sake: collectors load before the freeze
+//! (program verification must not lengthen the stop), the image directory
+//! is written to a temporary place and renamed only when complete, and the
+//! tree is killed (without `leave_running`) only after the rename is on
+//! disk. Every error path drops the [`Frozen`] guard, which releases the
+//! tree, and the [`ImageDir`], which removes the temporary directory.
+
+pub mod memory;
+pub mod threads;
+
+use crate::collect::{self, CollectError, Collector};
+use crate::compare;
+use crate::freeze::Frozen;
+use crate::image::write::ImageDir;
+use crate::image::{self, ImageError, Inventory, Kind, Manifest};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error(transparent)]
+    Collect(#[from] CollectError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("{0}")]
+    Kernel(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--verify: the {0} and {1} collectors disagree on {2} fields (listed above); no image was written")]
+    Disagree(String, String, usize),
+}
+
+impl DumpError {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        DumpError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+pub struct Options<'a> {
+    pub root: i32,
+    pub dir: &'a Path,
+    pub collector: &'a str,
+    pub verify: bool,
+    pub leave_running: bool,
+}
+
+/// What a dump did, for people and for `--json`.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub dir: PathBuf,
+    pub collector: String,
+    pub processes: usize,
+    pub threads: usize,
+    pub fds: usize,
+    pub vmas: usize,
+    pub pages_written: u64,
+    pub pages_shared: u64,
+    pub shmem_objects: usize,
+    pub image_bytes: u64,
+    /// From the first thread stopped to the tree released or killed.
+    pub frozen_ns: u64,
+    /// State collection (the collector, registers, signals).
+    pub collect_ns: u64,
+    pub memory_ns: u64,
+    /// Writing, syncing and renaming the image directory.
+    pub write_ns: u64,
+    pub total_ns: u64,
+    pub verified: bool,
+    pub left_running: bool,
+    /// Mismatches found by --verify (then nothing was written).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mismatches: Vec<compare::Mismatch>,
+}
+
+fn ns(d: Duration) -> u64 {
+    d.as_nanos() as u64
+}
+
+fn uname_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The collector `--verify` checks `name` against.
+fn other_collector(name: &str) -> &'static str {
+    if name == "proc" {
+        "bpf"
+    } else {
+        "proc"
+    }
+}
+
+pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Report, DumpError> {
+    let t0 = Instant::now();
+    if !matches!(o.collector, "bpf" | "proc") {
+        return Err(CollectError::Kernel(format!(
+            "dump collects with bpf or proc, not {:?}",
+            o.collector
+        ))
+        .into());
+    }
+    let mut primary = collect::by_name(o.collector)?;
+    let mut checker: Option<Box<dyn Collector>> = if o.verify {
+        Some(collect::by_name(other_collector(o.collector))?)
+    } else {
+        None
+    };
+    let mut dir = ImageDir::create(o.dir)?;
+    let mut frozen = Frozen::freeze(o.root)?;
+    let mut report = Report {
+        collector: o.collector.to_string(),
+        ..Default::default()
+    };
+
+    let tc = Instant::now();
+    let mut snap = primary.collect_frozen(&mut frozen, true)?;
+    let (threads, shared_siginfo) = threads::collect(&snap)?;
+    report.collect_ns = ns(tc.elapsed());
+    if let Some(c) = checker.as_mut() {
+        let other = c.collect_frozen(&mut frozen, true)?;
+        let ms = compare::diff(&snap, &other);
+        if !ms.is_empty() {
+            for m in &ms {
+                on_mismatch(m);
+            }
+            return Err(DumpError::Disagree(
+                o.collector.into(),
+                c.name().into(),
+                ms.len(),
+            ));
+        }
+        report.verified = true;
+    }
+    refuse_unsupported(&snap)?;
+    snap.canonicalize();
+
+    let tm = Instant::now();
+    let mut pages = dir.raw(image::PAGES)?;
+    let (memory, stats) = memory::dump(&snap, &mut pages)?;
+    report.memory_ns = ns(tm.elapsed());
+
+    let tw = Instant::now();
+    pages.finish(&mut dir)?;
+    (report.processes, report.fds, report.vmas) = snap.counts();
+    report.threads = threads.len();
+    report.pages_written = stats.pages_written;
+    report.pages_shared = stats.pages_shared;
+    report.shmem_objects = memory.shmem.len();
+    dir.entry(image::MEMORY, Kind::Memory, &memory)?;
+    dir.entry(
+        image::INVENTORY,
+        Kind::Inventory,
+        &Inventory {
+            snapshot: snap,
+            threads,
+            shared_siginfo,
+        },
+    )?;
+    let manifest = Manifest {
+        dumper: env!("CARGO_PKG_VERSION").into(),
+        created_unix_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(ns)
+            .unwrap_or(0),
+        kernel: uname_release(),
+        collector: o.collector.into(),
+        root: frozen.root(),
+        files: vec![],
+    };
+    let since = frozen.since();
+    report.dir = dir.commit(manifest)?;
+    report.write_ns = ns(tw.elapsed());
+    report.image_bytes = std::fs::read_dir(&report.dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    if o.leave_running {
+        frozen.thaw();
+        report.left_running = true;
+    } else {
+        // The images are on disk: the tree may go (CRIU's convention).
+        frozen.kill_all();
+    }
+    report.frozen_ns = ns(since.elapsed());
+    report.total_ns = ns(t0.elapsed());
+    Ok(report)
+}
+
+/// Trees the restore cannot bring back are refused at dump time, before
+/// anything is written, with the reason.
+fn refuse_unsupported(snap: &crate::model::Snapshot) -> Result<(), DumpError> {
+    if let Some(t) = snap.tasks.iter().find(|t| t.kthread) {
+        return Err(DumpError::Kernel(format!(
+            "process {} is a kernel thread: name the root of a user process tree",
+            t.pid
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! Each thread's CPU state and queued signals, read with ptrace from the
+//! frozen threads (the same for both collectors: only the tracer can read
+//! registers).
+
+use super::DumpError;
+use crate::image::{SigQueue, ThreadState, NREGS};
+use crate::model::Snapshot;
+use crate::ptrace;
+
+fn err(tid: i32, what: &str, e: i32) -> DumpError {
+    DumpError::Kernel(format!(
+        "thread {tid}: {what}: {}",
+        std::io::Error::from_raw_os_error(e)
+    ))
+}
+
+pub fn collect(snap: &Snapshot) -> Result<(Vec<ThreadState>, Vec<SigQueue>), DumpError> {
+    let mut threads = vec![];
+    let mut shared = vec![];
+    for t in snap.tasks.iter().filter(|t| !t.kthread && t.state != "Z") {
+        for &tid in &t.threads {
+            let r = ptrace::resume_regs(&ptrace::regs(tid).map_err(|e| err(tid, "registers", e))?);
+            // SAFETY: user_regs_struct is NREGS u64s.
+            let words: [u64; NREGS] = unsafe { std::mem::transmute(r) };
+            threads.push(ThreadState {
+                tid,
+                regs: words.to_vec(),
+                xstate: ptrace::xstate(tid).map_err(|e| err(tid, "extended state", e))?,
+                siginfo: ptrace::queued_siginfo(tid, false)
+                    .map_err(|e| err(tid, "queued signals", e))?,
+            });
+        }
+        let q = ptrace::queued_siginfo(t.pid, true)
+            .map_err(|e| err(t.pid, "queued group signals", e))?;
+        if !q.is_empty() {
+            shared.push(SigQueue {
+                tgid: t.pid,
+                siginfo: q,
+            });
+        }
+    }
+    threads.sort_by_key(|t| t.tid);
+    Ok((threads, shared))
+}

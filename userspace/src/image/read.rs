@@ -1,0 +1,94 @@
+//! Reading an image directory: the manifest first, then every file it
+//! lists checked against its size and checksum before anything is decoded.
+
+use super::*;
+use std::path::Path;
+use xxhash_rust::xxh3::xxh3_128;
+
+pub struct Image {
+    pub manifest: Manifest,
+    pub inventory: Inventory,
+    pub memory: Memory,
+    /// pages.img, verified.
+    pub pages: Vec<u8>,
+}
+
+fn read(dir: &Path, name: &str) -> Result<Vec<u8>, ImageError> {
+    let p = dir.join(name);
+    std::fs::read(&p).map_err(|e| ImageError::io(p.display(), e))
+}
+
+/// Opens and verifies the image directory `dir`.
+pub fn open(dir: &Path) -> Result<Image, ImageError> {
+    if !dir.is_dir() {
+        return Err(ImageError::bad(
+            dir.display(),
+            "no such image directory (dumper dump -D DIR writes one)",
+        ));
+    }
+    let shown = |n: &str| dir.join(n).display().to_string();
+    let manifest: Manifest = decode(&shown(MANIFEST), Kind::Manifest, &read(dir, MANIFEST)?)?;
+    let mut files = std::collections::HashMap::new();
+    for f in &manifest.files {
+        if f.name.contains('/') || f.name.starts_with('.') {
+            return Err(ImageError::bad(
+                shown(MANIFEST),
+                format!("lists a bad file name {:?}", f.name),
+            ));
+        }
+        let b = read(dir, &f.name)?;
+        if b.len() as u64 != f.size {
+            return Err(ImageError::bad(
+                shown(&f.name),
+                format!(
+                    "{} bytes where the manifest says {}: truncated or replaced",
+                    b.len(),
+                    f.size
+                ),
+            ));
+        }
+        if checksum_hex(xxh3_128(&b)) != f.xxh3_128 {
+            return Err(ImageError::bad(
+                shown(&f.name),
+                "checksum does not match the manifest: the file is corrupt",
+            ));
+        }
+        files.insert(f.name.clone(), b);
+    }
+    let mut take = |name: &str| {
+        files
+            .remove(name)
+            .ok_or_else(|| ImageError::bad(shown(MANIFEST), format!("does not list {name}")))
+    };
+    let inventory: Inventory = decode(&shown(INVENTORY), Kind::Inventory, &take(INVENTORY)?)?;
+    let memory: Memory = decode(&shown(MEMORY), Kind::Memory, &take(MEMORY)?)?;
+    let pages = take(PAGES)?;
+    check_ranges(&memory, pages.len() as u64 / PAGE_SIZE, &shown(MEMORY))?;
+    Ok(Image {
+        manifest,
+        inventory,
+        memory,
+        pages,
+    })
+}
+
+/// Every range must point inside pages.img.
+pub fn check_ranges(m: &Memory, pages: u64, file: &str) -> Result<(), ImageError> {
+    let all = m
+        .processes
+        .iter()
+        .flat_map(|p| &p.ranges)
+        .chain(m.shmem.iter().flat_map(|s| &s.ranges));
+    for r in all {
+        if r.at.checked_add(r.pages).is_none_or(|end| end > pages) {
+            return Err(ImageError::bad(
+                file,
+                format!(
+                    "range at {:#x} refers to pages {}+{} beyond the {pages} of {PAGES}",
+                    r.addr, r.at, r.pages
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,388 @@
+//! ptrace requests on frozen (seized and stopped) threads: registers,
+//! extended state, rseq configuration, queued siginfo, and system calls
+//! run inside a stopped thread ([`Remote`]).
+//!
+//! x86-64 only, like the rest of dumper.
+
+use crate::model::Rseq;
+use std::time::{Duration, Instant};
+
+pub type Regs = libc::user_regs_struct;
+
+const NT_PRSTATUS: usize = 1;
+const NT_X86_XSTATE: usize = 0x202;
+const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
+const PTRACE_PEEKSIGINFO: libc::c_uint = 0x4209;
+const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+/// Large enough for any XSAVE layout (AMX's is about 11 KiB).
+const XSTATE_MAX: usize = 64 * 1024;
+pub const SIGINFO_SIZE: usize = 128;
+
+pub fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// A ptrace request whose addr and data are integers or pointers the
+/// caller keeps valid.
+///
+/// # Safety
+/// `addr` and `data` must be what `req` expects.
+unsafe fn raw(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> Result<libc::c_long, i32> {
+    // SAFETY: per the caller.
+    let r = unsafe {
+        libc::ptrace(
+            req,
+            tid,
+            addr as *mut libc::c_void,
+            data as *mut libc::c_void,
+        )
+    };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Requests that take integers only (SEIZE, INTERRUPT, DETACH, SYSCALL).
+pub fn request(req: libc::c_uint, tid: i32, data: libc::c_long) -> Result<(), i32> {
+    // SAFETY: addr is null and data an integer for these requests.
+    unsafe { raw(req, tid, 0, data as usize) }.map(|_| ())
+}
+
+fn getregset(tid: i32, note: usize, buf: &mut [u8]) -> Result<usize, i32> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: the iovec points into buf; the kernel shortens iov_len.
+    unsafe {
+        raw(
+            libc::PTRACE_GETREGSET,
+            tid,
+            note,
+            &mut iov as *mut _ as usize,
+        )
+    }?;
+    Ok(iov.iov_len)
+}
+
+pub fn regs(tid: i32) -> Result<Regs, i32> {
+    // SAFETY: user_regs_struct is integers only.
+    let mut r: Regs = unsafe { std::mem::zeroed() };
+    // SAFETY: viewing the struct as its bytes, which the kernel fills.
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut(&mut r as *mut Regs as *mut u8, size_of::<Regs>())
+    };
+    let n = getregset(tid, NT_PRSTATUS, bytes)?;
+    if n != size_of::<Regs>() {
+        return Err(libc::EIO);
+    }
+    Ok(r)
+}
+
+pub fn set_regs(tid: i32, r: &Regs) -> Result<(), i32> {
+    let mut iov = libc::iovec {
+        iov_base: r as *const Regs as *mut libc::c_void,
+        iov_len: size_of::<Regs>(),
+    };
+    // SAFETY: the iovec points at a whole user_regs_struct the kernel reads.
+    unsafe {
+        raw(
+            libc::PTRACE_SETREGSET,
+            tid,
+            NT_PRSTATUS,
+            &mut iov as *mut _ as usize,
+        )
+    }
+    .map(|_| ())
+}
+
+/// The thread's XSAVE area (FPU, SSE, AVX, ...), as long as the CPU's.
+pub fn xstate(tid: i32) -> Result<Vec<u8>, i32> {
+    let mut buf = vec![0u8; XSTATE_MAX];
+    let n = getregset(tid, NT_X86_XSTATE, &mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+pub fn rseq(tid: i32) -> Result<Rseq, i32> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct Conf {
+        rseq_abi_pointer: u64,
+        rseq_abi_size: u32,
+        signature: u32,
+        flags: u32,
+        pad: u32,
+    }
+    let mut c = Conf::default();
+    // SAFETY: addr is the buffer size, data the buffer.
+    unsafe {
+        raw(
+            PTRACE_GET_RSEQ_CONFIGURATION,
+            tid,
+            size_of::<Conf>(),
+            &mut c as *mut Conf as usize,
+        )
+    }?;
+    Ok(Rseq {
+        addr: c.rseq_abi_pointer,
+        len: c.rseq_abi_size,
+        sig: c.signature,
+    })
+}
+
+/// The queued siginfo of a thread (or, `shared`, of its thread group), in
+/// queue order, 128 bytes each.
+pub fn queued_siginfo(tid: i32, shared: bool) -> Result<Vec<u8>, i32> {
+    #[repr(C)]
+    struct Args {
+        off: u64,
+        flags: u32,
+        nr: i32,
+    }
+    let mut out = vec![];
+    let mut buf = vec![0u8; 32 * SIGINFO_SIZE];
+    loop {
+        let mut a = Args {
+            off: (out.len() / SIGINFO_SIZE) as u64,
+            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+            nr: 32,
+        };
+        // SAFETY: addr is the argument block, data a buffer of nr entries.
+        let n = unsafe {
+            raw(
+                PTRACE_PEEKSIGINFO,
+                tid,
+                &mut a as *mut Args as usize,
+                buf.as_mut_ptr() as usize,
+            )
+        }? as usize;
+        out.extend_from_slice(&buf[..n * SIGINFO_SIZE]);
+        if n < 32 {
+            return Ok(out);
+        }
+    }
+}
+
+const ERESTARTSYS: i64 = 512;
+const ERESTARTNOINTR: i64 = 513;
+const ERESTARTNOHAND: i64 = 514;
+const ERESTART_RESTARTBLOCK: i64 = 516;
+const NR_RESTART_SYSCALL: u64 = 219;
+
+/// The registers a thread stopped inside a system call must resume with
+/// when it returns to user space without the kernel's own restart logic:
+/// after syscalls were run in it here (the stop it resumes from is then a
+/// syscall stop, not the signal path), or in a restored process. What
+/// arch/x86/kernel/signal.c does when no handler runs: re-execute the
+/// interrupted call, or restart_syscall(2) for a restart block (which, in
+/// a process that lacks the block, returns EINTR).
+pub fn resume_regs(r: &Regs) -> Regs {
+    let mut r = *r;
+    if (r.orig_rax as i64) >= 0 {
+        match -(r.rax as i64) {
+            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+                r.rax = r.orig_rax;
+                r.rip -= 2;
+            }
+            ERESTART_RESTARTBLOCK => {
+                r.rax = NR_RESTART_SYSCALL;
+                r.rip -= 2;
+            }
+            _ => {}
+        }
+    }
+    // Not in a system call any more, so nothing restarts twice.
+    r.orig_rax = u64::MAX;
+    r
+}
+
+/// How long a thread may take to reach a syscall stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// System calls run inside a stopped thread: its registers are pointed at
+/// a `syscall` instruction of its own memory (from its vdso), it is
+/// resumed to the syscall's entry and exit stops, and the result read
+/// back. Drop puts back the registers it resumes with ([`resume_regs`]).
+///
+/// Terminal signals to dumper (SIGINT, SIGTERM, SIGHUP, SIGQUIT) are
+/// blocked while a Remote lives, so they act only once the thread's
+/// registers are its own again. Only a SIGKILL of dumper in that window
+/// leaves the thread with borrowed registers: the bpf collector needs no
+/// Remote, which is why it is the one for trees that must not be touched.
+pub struct Remote {
+    tid: i32,
+    saved: Regs,
+    syscall_at: u64,
+    dirty: bool,
+    old_mask: libc::sigset_t,
+    /// Signals that arrived while resumed, for the freezer to deliver at
+    /// release.
+    pub caught: Vec<i32>,
+}
+
+impl Remote {
+    /// Takes over stopped thread `tid`; `syscall_at` is the address of a
+    /// `syscall` instruction (0f 05) in its address space.
+    pub fn new(tid: i32, syscall_at: u64) -> Result<Remote, i32> {
+        // SAFETY: sigset manipulation on locals.
+        let old_mask = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+                libc::sigaddset(&mut set, s);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+            old
+        };
+        let mut r = Remote {
+            tid,
+            saved: unsafe { std::mem::zeroed() },
+            syscall_at,
+            dirty: false,
+            old_mask,
+            caught: vec![],
+        };
+        r.saved = regs(tid)?;
+        Ok(r)
+    }
+
+    /// Runs system call `nr` with `args` in the thread; its return value
+    /// (a negative errno on failure).
+    pub fn syscall(&mut self, nr: libc::c_long, args: [u64; 6]) -> Result<i64, i32> {
+        let mut r = self.saved;
+        r.rip = self.syscall_at;
+        r.rax = nr as u64;
+        r.orig_rax = u64::MAX;
+        [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9] = args;
+        set_regs(self.tid, &r)?;
+        self.dirty = true;
+        self.resume_to_syscall_stop()?;
+        self.resume_to_syscall_stop()?;
+        Ok(regs(self.tid)?.rax as i64)
+    }
+
+    fn resume_to_syscall_stop(&mut self) -> Result<(), i32> {
+        let mut sig = 0;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            request(libc::PTRACE_SYSCALL, self.tid, sig)?;
+            sig = 0;
+            let status = loop {
+                let mut status = 0;
+                // SAFETY: waiting for our own tracee.
+                let w =
+                    unsafe { libc::waitpid(self.tid, &mut status, libc::__WALL | libc::WNOHANG) };
+                if w == self.tid {
+                    break status;
+                }
+                if w < 0 {
+                    return Err(errno());
+                }
+                if Instant::now() > deadline {
+                    return Err(libc::ETIMEDOUT);
+                }
+                std::thread::yield_now();
+            };
+            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                self.dirty = false;
+                return Err(libc::ESRCH);
+            }
+            let stopsig = libc::WSTOPSIG(status);
+            if stopsig == libc::SIGTRAP | 0x80 {
+                return Ok(());
+            }
+            // A signal-delivery stop: hold the signal for the release. (A
+            // PTRACE_EVENT_STOP just resumes.)
+            if status >> 16 == 0 && stopsig != libc::SIGTRAP {
+                self.caught.push(stopsig);
+            }
+        }
+    }
+
+    /// Puts the thread's registers back; Drop does the same, ignoring
+    /// errors.
+    pub fn finish(mut self) -> Result<Vec<i32>, i32> {
+        self.restore()?;
+        Ok(std::mem::take(&mut self.caught))
+    }
+
+    fn restore(&mut self) -> Result<(), i32> {
+        if self.dirty {
+            self.dirty = false;
+            set_regs(self.tid, &resume_regs(&self.saved))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        let _ = self.restore();
+        // SAFETY: restoring the mask saved in new().
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
+    }
+}
+
+/// Copies `len` bytes at `addr` of process `pid` with process_vm_readv.
+pub fn read_mem(pid: i32, addr: u64, len: usize) -> Result<Vec<u8>, i32> {
+    let mut buf = vec![0u8; len];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: local points into buf; remote is only read by the kernel.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        return Err(errno());
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// The address of a `syscall` instruction in `[start, end)` of `pid`.
+pub fn find_syscall_insn(pid: i32, start: u64, end: u64) -> Result<u64, i32> {
+    let code = read_mem(pid, start, (end - start) as usize)?;
+    code.windows(2)
+        .position(|w| w == [0x0f, 0x05])
+        .map(|i| start + i as u64)
+        .ok_or(libc::ENOENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regs_in_syscall(rax: i64) -> Regs {
+        let mut r: Regs = unsafe { std::mem::zeroed() };
+        r.orig_rax = 35; // nanosleep
+        r.rax = rax as u64;
+        r.rip = 0x1002;
+        r
+    }
+
+    #[test]
+    fn interrupted_calls_resume_as_the_kernel_resumes_them() {
+        let r = resume_regs(&regs_in_syscall(-ERESTARTSYS));
+        assert_eq!((r.rax, r.rip, r.orig_rax), (35, 0x1000, u64::MAX));
+        let r = resume_regs(&regs_in_syscall(-ERESTART_RESTARTBLOCK));
+        assert_eq!((r.rax, r.rip), (NR_RESTART_SYSCALL, 0x1000));
+        // A finished call returns its result.
+        let r = resume_regs(&regs_in_syscall(-4));
+        assert_eq!((r.rax as i64, r.rip), (-4, 0x1002));
+        // Outside a system call nothing changes but orig_rax.
+        let mut u = regs_in_syscall(-ERESTARTSYS);
+        u.orig_rax = u64::MAX;
+        let r = resume_regs(&u);
+        assert_eq!((r.rax as i64, r.rip), (-ERESTARTSYS, 0x1002));
+    }
+}
