@@ -67,6 +67,17 @@ fn wait_stop(tid: i32, timeout: Duration) -> Result<Option<i32>, i32> {
     }
 }
 
+/// True when `tid` is gone or a zombie.
+fn exited(tid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
+        Ok(s) => s
+            .rfind(')')
+            .and_then(|i| s[i + 2..].chars().next())
+            .is_none_or(|c| c == 'Z' || c == 'X'),
+        Err(_) => true,
+    }
+}
+
 fn in_tree(root: i32, me: i32) -> CollectError {
     CollectError::Privilege(format!(
         "the tree of {root} contains dumper itself (pid {me}): name a root that is not an ancestor of dumper"
@@ -101,8 +112,10 @@ impl Frozen {
                 }
                 match f.seize(tid) {
                     Ok(()) => new += 1,
-                    // Exited meanwhile: nothing to hold.
+                    // Exited meanwhile: nothing to hold. (PTRACE_SEIZE of a
+                    // task that has just become a zombie fails with EPERM.)
                     Err(libc::ESRCH) => {}
+                    Err(libc::EPERM) if exited(tid) => {}
                     Err(libc::ETIMEDOUT) => {
                         return Err(CollectError::Kernel(format!(
                             "thread {tid} did not stop within {} s (in an uninterruptible wait?); the tree was released",

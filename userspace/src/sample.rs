@@ -33,6 +33,14 @@ pub struct Manifest {
     pub a_threads: usize,
 }
 
+/// Pages of the root's `pattern` mapping, filled with [`pattern_word`].
+pub const PATTERN_PAGES: usize = 3;
+
+/// Word `i` of the pattern mapping.
+pub fn pattern_word(i: usize) -> u64 {
+    0xd00d_f00d_0000_0000 | (i as u64).wrapping_mul(0x9e37_79b9)
+}
+
 fn check(r: libc::c_int, what: &str) -> RawFd {
     if r < 0 {
         panic!("sample: {what}: {}", std::io::Error::last_os_error());
@@ -285,6 +293,19 @@ pub fn run() -> ! {
                 0,
             ),
         );
+        // A known pattern in anonymous memory, for the dump tests.
+        let pattern = mmap(
+            PATTERN_PAGES * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        let words = std::slice::from_raw_parts_mut(pattern as *mut u64, PATTERN_PAGES * page / 8);
+        for (i, w) in words.iter_mut().enumerate() {
+            *w = pattern_word(i);
+        }
+        maps.insert("pattern".into(), pattern);
         // Make sure there is a [heap]: move the break.
         let brk = libc::sbrk(0);
         libc::sbrk(65536);

@@ -1,0 +1,610 @@
+//! `dumper dump` and `dumper show` on real trees: what the images hold,
+//! that both collectors write the same images, that a tree left running
+//! runs on unaffected, and that a dump killed at any point leaves neither
+//! a stopped tree nor an image directory. Needs root (see tests/collect.rs).
+
+mod common;
+
+use common::{exe, root_or_skip};
+use dumper::image::read::open;
+use dumper::image::{show::range_bytes, REG_NAMES};
+use dumper::sample::{pattern_word, SampleTree, PATTERN_PAGES};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn dumper(args: &[&str]) -> Output {
+    Command::new(exe()).args(args).output().unwrap()
+}
+
+/// A fresh directory name under the system's temporary directory; the
+/// directory itself is not created (dump creates it).
+fn scratch(name: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("dumper-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&p);
+    p
+}
+
+fn dump(root: i32, dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["dump", "-t", &*Box::leak(root.to_string().into_boxed_str())];
+    args.extend(["-D", dir.to_str().unwrap()]);
+    args.extend(extra);
+    let o = dumper(&args);
+    assert!(
+        o.status.success(),
+        "dump {extra:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn show_json(dir: &Path) -> Value {
+    let o = dumper(&["show", "--json", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn states(pid: i32) -> Vec<char> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+                .map(|s| s[s.rfind(')').unwrap() + 2..].chars().next().unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn reg(thread: &Value, name: &str) -> u64 {
+    assert!(REG_NAMES.contains(&name));
+    thread["regs"][name].as_u64().unwrap()
+}
+
+/// (a): the image of the sample tree holds its processes, sessions and
+/// groups, every fd type, registers, handlers and the pattern written into
+/// anonymous memory, with either collector.
+#[test]
+fn images_hold_what_the_tree_has_root() {
+    if !root_or_skip("images_hold_what_the_tree_has_root") {
+        return;
+    }
+    let t = SampleTree::start(exe()).unwrap();
+    let m = &t.manifest;
+    for collector in ["bpf", "proc"] {
+        let dir = scratch(&format!("show-{collector}"));
+        dump(
+            m.root,
+            &dir,
+            &["--collect", collector, "--leave-running", "--verify"],
+        );
+        let j = show_json(&dir);
+        assert_eq!(j["manifest"]["collector"], collector);
+        let tasks = j["snapshot"]["tasks"].as_array().unwrap();
+        let task = |pid: i32| {
+            tasks
+                .iter()
+                .find(|x| x["pid"] == pid)
+                .unwrap_or_else(|| panic!("{collector}: no task {pid}"))
+        };
+        assert_eq!(tasks.len(), 6, "{collector}");
+        assert_eq!(task(m.b)["sid"], m.b);
+        assert_eq!(
+            (task(m.c)["pgid"].clone(), task(m.c)["sid"].clone()),
+            (m.c.into(), m.b.into())
+        );
+        assert_eq!(task(m.a)["pgid"], m.a);
+        assert_eq!(task(m.d)["pgid"], m.root);
+        assert_eq!(task(m.zombie)["state"], "Z");
+        assert_eq!(task(m.zombie)["detail"]["exit_code"], 0);
+
+        let root = task(m.root);
+        let fds = root["fds"].as_array().unwrap();
+        for (name, fd) in &m.fds {
+            let f = fds
+                .iter()
+                .find(|f| f["fd"] == *fd)
+                .unwrap_or_else(|| panic!("fd {name}"));
+            let kind = f["type"].as_str().unwrap();
+            let want = match name.as_str() {
+                "append" | "nonblock" | "dup" | "cloexec" => "reg",
+                "pipe_r" | "pipe_w" => "pipe",
+                "pidfd" => "anon",
+                "unix_peer" => "unix",
+                other => other,
+            };
+            assert_eq!(kind, want, "{collector}: fd {name}");
+        }
+
+        // Handlers: SIGHUP caught, SIGUSR2 ignored.
+        let acts = root["detail"]["sigactions"].as_array().unwrap();
+        assert!(acts[libc::SIGHUP as usize - 1]["handler"].as_u64().unwrap() > 1);
+        assert_eq!(acts[libc::SIGUSR2 as usize - 1]["handler"], 1);
+        let mm = &root["detail"]["mm"];
+        assert!(mm["brk"].as_u64() > mm["start_brk"].as_u64(), "{mm}");
+        assert_eq!(
+            root["detail"]["threads"].as_array().unwrap().len(),
+            m.root_threads
+        );
+
+        // Registers of every thread; the root's main thread sits in
+        // read(0, buf, 64) and is saved set up to restart it.
+        let threads = j["threads"].as_array().unwrap();
+        assert_eq!(threads.len(), 8, "{collector}");
+        let main = threads.iter().find(|x| x["tid"] == m.root).unwrap();
+        assert_eq!(reg(main, "rax"), libc::SYS_read as u64);
+        assert_eq!(reg(main, "rdi"), 0);
+        assert_eq!(reg(main, "orig_rax"), u64::MAX);
+        let rip = reg(main, "rip");
+        let insn = dumper::ptrace::read_mem(m.root, rip, 2).unwrap();
+        assert_eq!(insn, [0x0f, 0x05], "rip {rip:#x} is not at a syscall");
+        assert!(reg(main, "fs_base") != 0);
+        assert!(main["xstate"].as_str().unwrap().len() >= 2 * 576);
+
+        // Memory: the pattern, saved once though the children share it.
+        let img = open(&dir).unwrap();
+        let at = m.maps["pattern"];
+        let mut bytes = vec![];
+        let len = PATTERN_PAGES as u64 * 4096;
+        // (page address, page index in pages.img) of pid in [at, at+len).
+        let pages = |pid: i32, at: u64, len: u64| -> Vec<(u64, u64)> {
+            img.memory
+                .processes
+                .iter()
+                .find(|p| p.pid == pid)
+                .unwrap()
+                .ranges
+                .iter()
+                .flat_map(|r| (0..r.pages).map(move |i| (r.addr + i * 4096, r.at + i)))
+                .filter(|&(a, _)| a >= at && a < at + len)
+                .collect()
+        };
+        for (_, i) in pages(m.root, at, len) {
+            bytes.extend_from_slice(&img.pages[i as usize * 4096..(i as usize + 1) * 4096]);
+        }
+        let want: Vec<u8> = (0..PATTERN_PAGES * 512)
+            .flat_map(|i| pattern_word(i).to_le_bytes())
+            .collect();
+        assert!(
+            bytes == want,
+            "{collector}: the pattern ({} bytes saved)",
+            bytes.len()
+        );
+        // Child d was forked after the pattern was written and never
+        // touched it: its page map points at the root's copy.
+        assert_eq!(
+            pages(m.d, at, len),
+            pages(m.root, at, len),
+            "{collector}: the shared pattern saved once"
+        );
+        assert!(img.memory.pages_shared >= PATTERN_PAGES as u64);
+        // The clean private file mapping is not saved; memfd and shared
+        // anonymous memory are, once each.
+        assert!(pages(m.root, m.maps["private_file"], 4096).is_empty());
+        assert_eq!(
+            img.memory.shmem.len(),
+            2,
+            "{collector}: memfd and shared anon"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// (b): the bpf and proc collectors write the same images of one tree.
+#[test]
+fn both_collectors_write_the_same_image_root() {
+    if !root_or_skip("both_collectors_write_the_same_image_root") {
+        return;
+    }
+    let t = SampleTree::start(exe()).unwrap();
+    let (da, db) = (scratch("same-bpf"), scratch("same-proc"));
+    dump(
+        t.manifest.root,
+        &da,
+        &["--collect", "bpf", "--leave-running"],
+    );
+    dump(
+        t.manifest.root,
+        &db,
+        &["--collect", "proc", "--leave-running"],
+    );
+    let (a, b) = (open(&da).unwrap(), open(&db).unwrap());
+    let diffs = dumper::compare::diff(&a.inventory.snapshot, &b.inventory.snapshot);
+    assert!(diffs.is_empty(), "{diffs:?}");
+    assert_eq!(a.inventory.snapshot, b.inventory.snapshot);
+    assert_eq!(a.inventory.threads, b.inventory.threads, "registers");
+    // The same pages with the same contents (where in pages.img they sit
+    // may differ), but for each thread's rseq area: the kernel updates its
+    // cpu and concurrency ids whenever the thread returns to user space.
+    let rseq: Vec<(u64, u64)> = a
+        .inventory
+        .snapshot
+        .tasks
+        .iter()
+        .filter_map(|t| t.detail.as_ref())
+        .flat_map(|d| {
+            d.threads
+                .iter()
+                .map(|x| (x.rseq.addr, x.rseq.addr + x.rseq.len as u64))
+        })
+        .collect();
+    let masked = |addr: u64, b: &[u8]| {
+        let mut b = b.to_vec();
+        for &(s, e) in &rseq {
+            for x in s.max(addr)..e.min(addr + b.len() as u64) {
+                b[(x - addr) as usize] = 0;
+            }
+        }
+        b
+    };
+    let contents = |img: &dumper::image::read::Image| {
+        let mut v: Vec<(i32, u64, Vec<u8>)> = img
+            .memory
+            .processes
+            .iter()
+            .flat_map(|p| {
+                p.ranges
+                    .iter()
+                    .map(|r| (p.pid, r.addr, masked(r.addr, range_bytes(img, r))))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let (ca, cb) = (contents(&a), contents(&b));
+    let differ: Vec<String> = ca
+        .iter()
+        .zip(&cb)
+        .filter(|(x, y)| x != y)
+        .map(|(x, y)| {
+            format!(
+                "pid {} {:#x}/{:#x} ({}/{} bytes)",
+                x.0,
+                x.1,
+                y.1,
+                x.2.len(),
+                y.2.len()
+            )
+        })
+        .collect();
+    assert!(
+        ca.len() == cb.len() && differ.is_empty(),
+        "memory differs: {} vs {} ranges; {differ:?}",
+        ca.len(),
+        cb.len()
+    );
+    assert_eq!(a.memory.shmem.len(), b.memory.shmem.len());
+    for d in [da, db] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// A counting tree: a shell appending consecutive numbers to a file.
+struct Counter {
+    child: std::process::Child,
+    file: PathBuf,
+}
+
+impl Counter {
+    fn start(name: &str) -> Counter {
+        let file = scratch(name);
+        let child = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "exec 3>>{f}; n=0; while :; do n=$((n+1)); echo $n >&3; sleep 0.002; done",
+                f = file.display()
+            ))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let c = Counter { child, file };
+        while c.last() < 5 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        c
+    }
+
+    fn numbers(&self) -> Vec<u64> {
+        std::fs::read_to_string(&self.file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    }
+
+    fn last(&self) -> u64 {
+        self.numbers().last().copied().unwrap_or(0)
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// (c): with --leave-running the tree runs on as before: it keeps
+/// counting without a gap or a repeat, and writes where it wrote.
+#[test]
+fn a_tree_left_running_runs_on_unaffected_root() {
+    if !root_or_skip("a_tree_left_running_runs_on_unaffected_root") {
+        return;
+    }
+    for collector in ["bpf", "proc"] {
+        let c = Counter::start(&format!("count-{collector}"));
+        let dir = scratch(&format!("running-{collector}"));
+        dump(c.pid(), &dir, &["--collect", collector, "--leave-running"]);
+        let before = c.last();
+        let t0 = Instant::now();
+        while c.last() < before + 20 && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let n = c.numbers();
+        assert!(
+            *n.last().unwrap() >= before + 20,
+            "{collector}: stopped counting at {before}"
+        );
+        assert!(
+            n.iter().enumerate().all(|(i, &x)| x == i as u64 + 1),
+            "{collector}: the count has a gap or a repeat"
+        );
+        // fd 3's offset follows the file (O_APPEND writes where it ended).
+        let len = std::fs::metadata(&c.file).unwrap().len();
+        let pos = |pid: i32| -> u64 {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/3")).unwrap();
+            s.lines()
+                .find_map(|l| l.strip_prefix("pos:"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let p = pos(c.pid());
+        assert!(
+            p <= len && len - p < 64,
+            "{collector}: fd at {p}, file {len} bytes"
+        );
+        assert!(states(c.pid()).iter().all(|&s| s != 't' && s != 'T'));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Without --leave-running the tree is gone once its images are.
+#[test]
+fn a_dump_kills_the_tree_after_its_images_are_written_root() {
+    if !root_or_skip("a_dump_kills_the_tree_after_its_images_are_written_root") {
+        return;
+    }
+    let mut c = Counter::start("count-kill");
+    let dir = scratch("killed");
+    let o = dump(c.pid(), &dir, &["--json"]);
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["left_running"], false);
+    assert!(r["frozen_ns"].as_u64().unwrap() >= r["collect_ns"].as_u64().unwrap());
+    let status = c.child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(open(&dir).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// (d): dumper killed at random points of a dump (SIGKILL, SIGINT,
+/// SIGTERM) never leaves the tree stopped, nor an image directory or a
+/// temporary one behind.
+#[test]
+fn a_dump_killed_anywhere_leaves_no_trace_root() {
+    if !root_or_skip("a_dump_killed_anywhere_leaves_no_trace_root") {
+        return;
+    }
+    let c = Counter::start("count-interrupted");
+    let dir = scratch("interrupted");
+    let parent = dir.parent().unwrap().to_path_buf();
+    let leftovers = || {
+        std::fs::read_dir(&parent)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                n.contains(dir.file_name().unwrap().to_str().unwrap())
+            })
+            .map(|e| e.path())
+            .collect::<Vec<_>>()
+    };
+    // A dump's length here, to spread the kills over it.
+    let t0 = Instant::now();
+    dump(c.pid(), &dir, &["--leave-running"]);
+    let full = t0.elapsed();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut seed = 0x2545_f491_4f6c_dd1du64 ^ std::process::id() as u64;
+    let mut kept = 0;
+    for i in 0..24 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = Duration::from_nanos(seed % (full.as_nanos() as u64 + 1));
+        let sig = [libc::SIGKILL, libc::SIGINT, libc::SIGTERM][i % 3];
+        let collector = ["bpf", "proc"][(i / 3) % 2];
+        let mut d = Command::new(exe())
+            .args(["dump", "-t", &c.pid().to_string(), "-D"])
+            .arg(&dir)
+            .args(["--leave-running", "--collect", collector])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        unsafe { libc::kill(d.id() as i32, sig) };
+        let st = d.wait().unwrap();
+        if st.success() {
+            // Finished before the signal: a complete, valid image.
+            open(&dir).unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            kept += 1;
+        }
+        // The janitor removes a temporary directory once dumper is gone.
+        let t1 = Instant::now();
+        while !leftovers().is_empty() && t1.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            leftovers().is_empty(),
+            "kill {i} ({sig} after {delay:?}, {collector}): {:?}",
+            leftovers()
+        );
+        let t1 = Instant::now();
+        while states(c.pid()).contains(&'t') && t1.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            !states(c.pid()).is_empty() && !states(c.pid()).contains(&'t'),
+            "kill {i} ({sig} after {delay:?}, {collector}): tree {:?}",
+            states(c.pid())
+        );
+    }
+    // Still counting, without a gap.
+    let before = c.last();
+    let t1 = Instant::now();
+    while c.last() < before + 5 && t1.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let n = c.numbers();
+    assert!(n.iter().enumerate().all(|(i, &x)| x == i as u64 + 1));
+    assert!(*n.last().unwrap() >= before + 5);
+    eprintln!("{kept} of 24 dumps finished before their signal");
+}
+
+fn error_line(o: &Output) -> String {
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(e.trim_end().lines().count(), 1, "want one line, got {e:?}");
+    assert!(!e.contains("panicked"), "{e}");
+    e
+}
+
+/// Damaged images get one line naming the file and what is wrong.
+#[test]
+fn damaged_images_are_refused_in_one_line_root() {
+    if !root_or_skip("damaged_images_are_refused_in_one_line_root") {
+        return;
+    }
+    let t = SampleTree::start(exe()).unwrap();
+    let dir = scratch("damaged");
+    dump(t.manifest.root, &dir, &["--leave-running"]);
+    let copy = scratch("damaged-copy");
+    let fresh = || {
+        let _ = std::fs::remove_dir_all(&copy);
+        std::fs::create_dir(&copy).unwrap();
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+        }
+    };
+    let show = || dumper(&["show", copy.to_str().unwrap()]);
+    let cases: [(&str, &dyn Fn(), &str); 5] = [
+        (
+            "truncated pages",
+            &|| {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(copy.join("pages.img"))
+                    .unwrap();
+                f.set_len(4096).unwrap();
+            },
+            "pages.img",
+        ),
+        (
+            "flipped byte",
+            &|| {
+                let p = copy.join("inventory.img");
+                let mut b = std::fs::read(&p).unwrap();
+                let n = b.len() / 2;
+                b[n] ^= 0x40;
+                std::fs::write(&p, b).unwrap();
+            },
+            "checksum",
+        ),
+        (
+            "no manifest",
+            &|| std::fs::remove_file(copy.join("manifest.img")).unwrap(),
+            "manifest.img",
+        ),
+        (
+            "foreign manifest",
+            &|| std::fs::write(copy.join("manifest.img"), b"{\"json\": true}").unwrap(),
+            "not a dumper image",
+        ),
+        (
+            "newer format",
+            &|| {
+                let p = copy.join("manifest.img");
+                let mut b = std::fs::read(&p).unwrap();
+                b[8] = 99;
+                std::fs::write(&p, b).unwrap();
+            },
+            "version 99",
+        ),
+    ];
+    for (what, damage, want) in cases {
+        fresh();
+        damage();
+        let e = error_line(&show());
+        assert!(e.contains(want), "{what}: {e}");
+    }
+    for d in [dir, copy] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Bad input to dump: one line, non-zero exit, nothing written, and the
+/// short form behaves as `dump`.
+#[test]
+fn dump_refuses_bad_input_in_one_line_root() {
+    if !root_or_skip("dump_refuses_bad_input_in_one_line_root") {
+        return;
+    }
+    let dir = scratch("bad");
+    let e = error_line(&dumper(&[
+        "dump",
+        "-t",
+        "999999999",
+        "-D",
+        dir.to_str().unwrap(),
+    ]));
+    assert!(e.contains("no process"), "{e}");
+    assert!(!dir.exists());
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("x"), b"x").unwrap();
+    let e = error_line(&dumper(&["dump", "-t", "1", "-D", dir.to_str().unwrap()]));
+    assert!(e.contains("not empty"), "{e}");
+    let e = error_line(&dumper(&[
+        "dump",
+        "-t",
+        "2",
+        "-D",
+        "/tmp/x",
+        "--collect",
+        "procmap-query",
+    ]));
+    assert!(e.contains("bpf or proc"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // The short form.
+    let c = Counter::start("short");
+    let o = dumper(&[
+        "--collect=proc",
+        "-t",
+        &c.pid().to_string(),
+        "-D",
+        dir.to_str().unwrap(),
+        "--leave-running",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(open(&dir).unwrap().manifest.collector, "proc");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
