@@ -64,7 +64,24 @@ pub fn check(dir: &Path) -> Result<String> {
         "results.csv: a row without {n} columns"
     );
 
+    let dumps: Vec<crate::dump::DumpRow> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("dump.json")).context("dump.json")?)
+            .context("dump.json rows")?;
+    for c in crate::dump::DUMP_COLLECTORS {
+        ensure!(
+            dumps.iter().any(|r| r.collector == c),
+            "dump.json has no dump with {c}"
+        );
+    }
+    ensure!(
+        dumps
+            .iter()
+            .all(|r| r.reps > 0 && r.frozen_ns >= r.collect_ns && r.pages_written > 0),
+        "dump.json: a dump with no measurement"
+    );
+
     let md = std::fs::read_to_string(dir.join("report.md")).context("report.md")?;
+    ensure!(md.contains("## Dump"), "report.md lacks the dump section");
     ensure!(
         md.contains("## Headline") && md.contains("Machine:"),
         "report.md lacks the headline or the machine"

@@ -9,6 +9,7 @@
 //! - [`report`]: JSON, CSV, markdown and SVG plots; [`check`] validates them.
 
 pub mod check;
+pub mod dump;
 pub mod measure;
 pub mod plan;
 pub mod plot;

@@ -3,6 +3,7 @@
 //! validates one; `workload P F V T` is the population's own entry point.
 
 use anyhow::{bail, Context, Result};
+use dumper_bench::dump::{self, DumpRow, Running};
 use dumper_bench::measure::{measure, Meter, Row};
 use dumper_bench::plan::{Plan, COLLECTORS};
 use dumper_bench::workload::{self, Population, Spec};
@@ -72,8 +73,9 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
         drop(pop);
     }
     bar.finish_and_clear();
+    let dumps = dump_section(&plan, &exe, &out)?;
     let seconds = started.elapsed().as_secs_f64();
-    report::write(&out, &plan, &rows, &skipped, seconds)?;
+    report::write(&out, &plan, &rows, &dumps, &skipped, seconds)?;
     println!(
         "{}: {} rows in {seconds:.0} s; report {}",
         out.display(),
@@ -81,6 +83,27 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
         out.join("report.md").display()
     );
     Ok(())
+}
+
+/// Whole dumps of each dump tree with each collector.
+fn dump_section(plan: &Plan, exe: &std::path::Path, out: &std::path::Path) -> Result<Vec<DumpRow>> {
+    let scratch = out.join("dump-scratch");
+    let mut rows = vec![];
+    for t in &plan.dump_trees {
+        eprintln!("dump: {}", dump::tree_name(t));
+        let running = Running::start(exe, t)?;
+        for c in dump::DUMP_COLLECTORS {
+            rows.push(dump::measure(
+                t,
+                running.root(),
+                c,
+                plan.dump_reps,
+                &scratch,
+            )?);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(rows)
 }
 
 /// The run time a report states, kept when it is re-rendered.
@@ -122,7 +145,11 @@ fn main() -> Result<()> {
             let plan = Plan::new(quick);
             let seconds = seconds_of(&dir);
             let skipped = vec![("batch".to_string(), "not registered: the batched-syscall kernel patch is its own issue".to_string())];
-            report::write(&dir, &plan, &rows, &skipped, seconds)?;
+            let dumps: Vec<DumpRow> = std::fs::read_to_string(dir.join("dump.json"))
+                .ok()
+                .and_then(|j| serde_json::from_str(&j).ok())
+                .unwrap_or_default();
+            report::write(&dir, &plan, &rows, &dumps, &skipped, seconds)?;
             println!("{}", check::check(&dir)?);
             Ok(())
         }

@@ -48,6 +48,7 @@ impl Row {
             fds_per_process: self.fds_per_process,
             vmas_per_process: self.vmas_per_process,
             threads_per_process: self.threads_per_process,
+            resident_kib: 0,
         }
     }
 }

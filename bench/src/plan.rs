@@ -21,6 +21,17 @@ pub const HEADLINE: Spec = Spec {
     fds_per_process: 20,
     vmas_per_process: 30,
     threads_per_process: 1,
+    resident_kib: 0,
+};
+
+/// The tree the dump goal is about: state collection under 10% of the
+/// frozen time of 100 processes × 50 fds × 50 mappings, 100 MiB resident.
+pub const DUMP_GOAL: Spec = Spec {
+    processes: 100,
+    fds_per_process: 50,
+    vmas_per_process: 50,
+    threads_per_process: 1,
+    resident_kib: 1024,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,9 +84,21 @@ pub struct Sweep {
     pub points: Vec<Spec>,
 }
 
+/// A tree the dump section measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DumpTree {
+    /// A benchmark population.
+    Population(Spec),
+    /// `n` python3 processes forked from one: copy-on-write sharing.
+    ForkedPython(usize),
+}
+
 pub struct Plan {
     pub quick: bool,
     pub sweeps: Vec<Sweep>,
+    /// Trees of the dump section, and dumps per tree and collector.
+    pub dump_trees: Vec<DumpTree>,
+    pub dump_reps: usize,
     /// Warm repetitions: as many as fit in this many seconds, within bounds.
     pub warm_budget_s: f64,
     pub min_reps: u64,
@@ -92,6 +115,7 @@ impl Plan {
             fds_per_process: 20,
             vmas_per_process: 30,
             threads_per_process: 1,
+            resident_kib: 0,
         };
         let values: [(Dimension, &[usize]); 4] = if quick {
             [
@@ -122,9 +146,30 @@ impl Plan {
                 }
             })
             .collect();
+        let dump_trees = if quick {
+            vec![
+                DumpTree::Population(Spec {
+                    processes: 20,
+                    fds_per_process: 20,
+                    vmas_per_process: 20,
+                    threads_per_process: 1,
+                    resident_kib: 1024,
+                }),
+                DumpTree::ForkedPython(10),
+            ]
+        } else {
+            vec![
+                // The goal tree: 100 MiB resident.
+                DumpTree::Population(DUMP_GOAL),
+                DumpTree::Population(HEADLINE),
+                DumpTree::ForkedPython(100),
+            ]
+        };
         Plan {
             quick,
             sweeps,
+            dump_trees,
+            dump_reps: if quick { 2 } else { 5 },
             warm_budget_s: if quick { 0.25 } else { 3.0 },
             min_reps: if quick { 3 } else { 5 },
             max_reps: if quick { 30 } else { 1000 },

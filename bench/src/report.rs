@@ -337,6 +337,7 @@ pub fn write(
     dir: &Path,
     plan: &Plan,
     rows: &[Row],
+    dumps: &[crate::dump::DumpRow],
     skipped: &[(String, String)],
     seconds: f64,
 ) -> anyhow::Result<()> {
@@ -346,9 +347,10 @@ pub fn write(
         serde_json::to_string_pretty(rows)?,
     )?;
     std::fs::write(dir.join("results.csv"), csv(rows))?;
+    std::fs::write(dir.join("dump.json"), serde_json::to_string_pretty(dumps)?)?;
     std::fs::write(
         dir.join("report.md"),
-        markdown(plan, rows, skipped, seconds),
+        markdown(plan, rows, skipped, seconds) + &crate::dump::markdown(dumps),
     )?;
     for sw in &plan.sweeps {
         crate::plot::sweep(&dir.join(format!("sweep-{}.svg", sw.dim.name())), sw, rows)?;

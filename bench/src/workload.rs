@@ -19,6 +19,10 @@ pub struct Spec {
     pub fds_per_process: usize,
     pub vmas_per_process: usize,
     pub threads_per_process: usize,
+    /// Private anonymous memory each process writes (KiB), for the dump
+    /// measurements; 0 in the collection sweeps.
+    #[serde(default)]
+    pub resident_kib: usize,
 }
 
 impl Spec {
@@ -28,6 +32,7 @@ impl Spec {
             self.fds_per_process.to_string(),
             self.vmas_per_process.to_string(),
             self.threads_per_process.to_string(),
+            self.resident_kib.to_string(),
         ]
     }
 
@@ -38,6 +43,7 @@ impl Spec {
             fds_per_process: n(1)?,
             vmas_per_process: n(2)?,
             threads_per_process: n(3)?,
+            resident_kib: n(4).unwrap_or(0),
         })
     }
 }
@@ -221,6 +227,32 @@ unsafe fn map_vmas(n: usize, data_fd: i32) {
     }
 }
 
+/// Makes `kib` KiB of private anonymous memory resident, every page with
+/// contents of its own (no page is the zero page or another's copy).
+unsafe fn touch_memory(kib: usize, member: usize) {
+    if kib == 0 {
+        return;
+    }
+    let len = kib * 1024;
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            check(-1, "mmap resident");
+        }
+        let words = std::slice::from_raw_parts_mut(p as *mut u64, len / 8);
+        for (i, w) in words.iter_mut().enumerate() {
+            *w = ((member as u64) << 40) ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+}
+
 fn idle() -> ! {
     loop {
         // SAFETY: no preconditions.
@@ -237,6 +269,7 @@ unsafe fn build(spec: Spec, member: usize, dir: &CString, data: &CString, ready:
         );
         map_vmas(spec.vmas_per_process, data_fd);
         libc::close(data_fd);
+        touch_memory(spec.resident_kib, member);
         open_fds(spec.fds_per_process, member, dir, data);
     }
     for _ in 1..spec.threads_per_process {
@@ -249,7 +282,7 @@ unsafe fn build(spec: Spec, member: usize, dir: &CString, data: &CString, ready:
     unsafe { libc::write(ready, b"x".as_ptr().cast(), 1) };
 }
 
-/// `dumper-bench workload P F V T`: builds the population, prints
+/// `dumper-bench workload P F V T [KIB]`: builds the population, prints
 /// `ready ROOT`, serves until stdin closes. Never returns.
 pub fn serve(spec: Spec) -> ! {
     // SAFETY: process setup with plain system calls, then fork from a

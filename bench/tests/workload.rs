@@ -44,6 +44,7 @@ const SPEC: Spec = Spec {
     fds_per_process: 30,
     vmas_per_process: 40,
     threads_per_process: 3,
+    resident_kib: 64,
 };
 
 #[test]

@@ -1,4 +1,4 @@
-//! Developer workflows: `cargo xtask <setup|build-ebpf|test|demo>`.
+//! Developer workflows: `cargo xtask <setup|build-ebpf|test|demo|bench|fuzz>`.
 //!
 //! Every command that needs the eBPF toolchain runs `setup` first, so the
 //! README's two commands work on a fresh machine with nothing installed by
@@ -376,12 +376,54 @@ fn demo() -> Result<()> {
     println!("\nsample tree at pid {pid}: every fd type and mapping kind dumper models\n");
     println!("$ dumper collect -t {pid} --collect bpf");
     let r1 = run(Command::new(&dumper).args(["collect", "-t", &pid, "--collect", "bpf"]));
-    println!("\n$ dumper compare -t {pid}");
-    let r2 = run(Command::new(&dumper).args(["compare", "-t", &pid]));
+    println!("\n$ dumper compare -t {pid} --detail");
+    let r2 = run(Command::new(&dumper).args(["compare", "-t", &pid, "--detail"]));
+    let images = root().join("target/demo-images");
+    let _ = std::fs::remove_dir_all(&images);
+    println!(
+        "\n$ dumper dump -t {pid} -D {} --verify --leave-running",
+        images.display()
+    );
+    let r3 = run(Command::new(&dumper)
+        .args(["dump", "-t", &pid, "-D"])
+        .arg(&images)
+        .args(["--verify", "--leave-running"]));
+    println!("\n$ dumper show {} | head -20", images.display());
+    let r4 = output(Command::new(&dumper).arg("show").arg(&images)).map(|text| {
+        for l in text.lines().take(20) {
+            println!("{l}");
+        }
+    });
     drop(sample.stdin.take());
     let _ = sample.kill();
     let _ = sample.wait();
-    r1.and(r2)
+    r1.and(r2).and(r3).and(r4)
+}
+
+/// cargo fuzz on the image decoders, with the nightly the eBPF programs
+/// build with; the seeds are fuzz/corpus/image_entries.
+fn fuzz(args: &[String]) -> Result<()> {
+    let secs: u64 = match args {
+        [] => 60,
+        [s] => s.parse().context("fuzz takes a number of seconds")?,
+        _ => bail!("fuzz takes at most one argument: seconds to run (default 60)"),
+    };
+    setup()?;
+    let tc = ebpf_toolchain()?;
+    if !cargo_bin().join("cargo-fuzz").exists() {
+        run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    run(Command::new("rustup")
+        .args(["run", &tc, "cargo", "fuzz", "run", "--fuzz-dir"])
+        .arg(root().join("fuzz"))
+        .arg("image_entries")
+        // New inputs go to a working corpus under target/; the seeds in the
+        // repository (a real dump's entries) are read, not added to.
+        .arg(root().join("target/fuzz-corpus"))
+        .arg(root().join("fuzz/corpus/image_entries"))
+        .arg("--")
+        .arg(format!("-max_total_time={secs}"))
+        .current_dir(root()))
 }
 
 fn main() -> Result<()> {
@@ -392,6 +434,7 @@ fn main() -> Result<()> {
         Some("test") => test(),
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\
@@ -401,7 +444,8 @@ fn main() -> Result<()> {
                  \n  test                  the whole suite: fmt, clippy, unit and integration tests\
                  \n  demo                  start the sample tree and run `dumper compare` on it\
                  \n  bench [--quick] [--out DIR]\
-                 \n                        every collector side by side: report, JSON, CSV, plots (default DIR target/bench)"
+                 \n                        every collector side by side: report, JSON, CSV, plots (default DIR target/bench)\
+                 \n  fuzz [SECONDS]        cargo fuzz on the image decoders (default 60 s)"
             );
             std::process::exit(2);
         }

@@ -68,7 +68,9 @@ pub struct Report {
     pub pages_shared: u64,
     pub shmem_objects: usize,
     pub image_bytes: u64,
-    /// From the first thread stopped to the tree released or killed.
+    /// From the first thread stopped to the tree released (with
+    /// `leave_running`, once everything is copied: writing and syncing the
+    /// images happen while it runs) or killed (after the images are on disk).
     pub frozen_ns: u64,
     /// State collection (the collector, registers, signals).
     pub collect_ns: u64,
@@ -151,6 +153,20 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
     let (memory, stats) = memory::dump(&snap, &mut pages)?;
     report.memory_ns = ns(tm.elapsed());
 
+    let since = frozen.since();
+    let root = frozen.root();
+    // Everything is copied: a tree that runs on need not wait for the
+    // disk. One that is to die stays stopped until its images are synced,
+    // so that nothing it does after the checkpoint happens at all.
+    let frozen = if o.leave_running {
+        frozen.thaw();
+        report.left_running = true;
+        report.frozen_ns = ns(since.elapsed());
+        None
+    } else {
+        Some(frozen)
+    };
+
     let tw = Instant::now();
     pages.finish(&mut dir)?;
     (report.processes, report.fds, report.vmas) = snap.counts();
@@ -176,10 +192,9 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
             .unwrap_or(0),
         kernel: uname_release(),
         collector: o.collector.into(),
-        root: frozen.root(),
+        root,
         files: vec![],
     };
-    let since = frozen.since();
     report.dir = dir.commit(manifest)?;
     report.write_ns = ns(tw.elapsed());
     report.image_bytes = std::fs::read_dir(&report.dir)
@@ -190,14 +205,11 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
                 .sum()
         })
         .unwrap_or(0);
-    if o.leave_running {
-        frozen.thaw();
-        report.left_running = true;
-    } else {
+    if let Some(frozen) = frozen {
         // The images are on disk: the tree may go (CRIU's convention).
         frozen.kill_all();
+        report.frozen_ns = ns(since.elapsed());
     }
-    report.frozen_ns = ns(since.elapsed());
     report.total_ns = ns(t0.elapsed());
     Ok(report)
 }

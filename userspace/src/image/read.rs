@@ -64,6 +64,7 @@ pub fn open(dir: &Path) -> Result<Image, ImageError> {
     let memory: Memory = decode(&shown(MEMORY), Kind::Memory, &take(MEMORY)?)?;
     let pages = take(PAGES)?;
     check_ranges(&memory, pages.len() as u64 / PAGE_SIZE, &shown(MEMORY))?;
+    check_inventory(&inventory, &shown(INVENTORY))?;
     Ok(Image {
         manifest,
         inventory,
@@ -88,6 +89,55 @@ pub fn check_ranges(m: &Memory, pages: u64, file: &str) -> Result<(), ImageError
                     r.addr, r.at, r.pages
                 ),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// What decoding alone cannot promise: fixed-size parts of the right size.
+pub fn check_inventory(inv: &Inventory, file: &str) -> Result<(), ImageError> {
+    for t in &inv.threads {
+        if t.regs.len() != NREGS {
+            return Err(ImageError::bad(
+                file,
+                format!(
+                    "thread {} has {} registers where {NREGS} belong",
+                    t.tid,
+                    t.regs.len()
+                ),
+            ));
+        }
+        if !t.siginfo.len().is_multiple_of(crate::ptrace::SIGINFO_SIZE) {
+            return Err(ImageError::bad(
+                file,
+                format!("thread {}: torn siginfo", t.tid),
+            ));
+        }
+    }
+    for q in &inv.shared_siginfo {
+        if !q.siginfo.len().is_multiple_of(crate::ptrace::SIGINFO_SIZE) {
+            return Err(ImageError::bad(
+                file,
+                format!("process {}: torn siginfo", q.tgid),
+            ));
+        }
+    }
+    for t in &inv.snapshot.tasks {
+        if let Some(d) = &t.detail {
+            let ok = |n: usize, want: usize| n == 0 || n == want;
+            if !ok(d.sigactions.len(), crate::model::NSIG)
+                || !ok(d.rlimits.len(), crate::model::NLIMITS)
+            {
+                return Err(ImageError::bad(
+                    file,
+                    format!(
+                        "process {}: {} signal actions and {} limits",
+                        t.pid,
+                        d.sigactions.len(),
+                        d.rlimits.len()
+                    ),
+                ));
+            }
         }
     }
     Ok(())

@@ -52,6 +52,7 @@ impl ImageDir {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        std::fs::create_dir_all(&parent).map_err(|e| ImageError::io(parent.display(), e))?;
         let tmp = parent.join(format!(".{name}.dumper-{}.tmp", std::process::id()));
         // A leftover of a run whose janitor could not finish (a reboot).
         let _ = std::fs::remove_dir_all(&tmp);
