@@ -448,7 +448,13 @@ unsafe fn task(ctx: *const c_void) {
 
 #[inline(always)]
 unsafe fn emit_rec<T>(ctx: *const c_void, rec: &T) {
-    unsafe { emit(ctx, rec as *const T as *const c_void, core::mem::size_of::<T>()) };
+    unsafe {
+        emit(
+            ctx,
+            rec as *const T as *const c_void,
+            core::mem::size_of::<T>(),
+        )
+    };
 }
 
 #[inline(always)]
