@@ -22,6 +22,8 @@ pub struct Frozen {
     /// Signals beyond the first that arrived while system calls ran in a
     /// thread (see [`crate::ptrace::Remote`]): sent again at release.
     extra: Vec<(i32, i32)>,
+    /// tid → signal of threads found in a job-control stop.
+    job_stopped: HashMap<i32, i32>,
     /// When the first thread was stopped.
     since: Instant,
 }
@@ -95,6 +97,7 @@ impl Frozen {
             root,
             tids: HashMap::new(),
             extra: vec![],
+            job_stopped: HashMap::new(),
             since: Instant::now(),
         };
         // New threads and children can appear until their creators stop.
@@ -164,8 +167,25 @@ impl Frozen {
         } else {
             0
         };
+        // An interrupt of a thread in a job-control stop reports the stop
+        // signal instead of SIGTRAP: it stays stopped when released, and a
+        // restore must stop it again.
+        if libc::WIFSTOPPED(status)
+            && (status >> 16) == PTRACE_EVENT_STOP
+            && libc::WSTOPSIG(status) != libc::SIGTRAP
+        {
+            self.job_stopped.insert(tid, libc::WSTOPSIG(status));
+        }
         self.tids.insert(tid, Some(sig));
         Ok(())
+    }
+
+    /// Threads that were in a job-control stop when frozen, with the
+    /// signal that stopped them.
+    pub fn job_stopped(&self) -> Vec<(i32, i32)> {
+        let mut v: Vec<(i32, i32)> = self.job_stopped.iter().map(|(&t, &s)| (t, s)).collect();
+        v.sort_unstable();
+        v
     }
 
     pub fn threads(&self) -> usize {

@@ -608,3 +608,109 @@ fn dump_refuses_bad_input_in_one_line_root() {
     assert_eq!(open(&dir).unwrap().manifest.collector, "proc");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// --verify writes nothing when the collectors disagree. A real
+/// disagreement: the tree's fd shares a file description with a process
+/// outside the tree that keeps writing through it, so its position moves
+/// between the two collections of the frozen tree.
+#[test]
+fn verify_refuses_to_write_when_collectors_disagree_root() {
+    if !root_or_skip("verify_refuses_to_write_when_collectors_disagree_root") {
+        return;
+    }
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let path = scratch("shared-pos");
+    let file = std::fs::File::create(&path).unwrap();
+    let fd = file.as_raw_fd();
+    // The child inherits the description as its fd 3.
+    let mut child = unsafe {
+        use std::os::unix::process::CommandExt;
+        Command::new("sleep")
+            .arg("60")
+            .pre_exec(move || {
+                // dup2 clears close-on-exec, except onto itself.
+                let r = if fd == 3 {
+                    libc::fcntl(3, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, 3)
+                };
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+            .spawn()
+            .unwrap()
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let mut f = file.try_clone().unwrap();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = f.write_all(b"x");
+            }
+        })
+    };
+    let dir = scratch("verify-refused");
+    let o = dumper(&[
+        "dump",
+        "-t",
+        &child.id().to_string(),
+        "-D",
+        dir.to_str().unwrap(),
+        "--verify",
+        "--leave-running",
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "dump succeeded: {err}");
+    assert!(err.contains("fd 3 pos"), "{err}");
+    assert!(
+        err.lines().last().unwrap().contains("no image was written"),
+        "{err}"
+    );
+    assert!(!dir.exists());
+    assert!(states(child.id() as i32).iter().all(|&s| s != 't'));
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A process in a job-control stop is dumped as stopped, and stays
+/// stopped after a dump that leaves it running, with either collector.
+#[test]
+fn a_stopped_process_is_saved_and_left_stopped_root() {
+    if !root_or_skip("a_stopped_process_is_saved_and_left_stopped_root") {
+        return;
+    }
+    let mut child = Command::new("sleep").arg("60").spawn().unwrap();
+    let pid = child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    while states(pid) != ['T'] {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for collector in ["bpf", "proc"] {
+        let dir = scratch(&format!("stopped-{collector}"));
+        dump(pid, &dir, &["--collect", collector, "--leave-running"]);
+        let img = open(&dir).unwrap();
+        assert_eq!(
+            img.inventory.job_stopped,
+            vec![(pid, libc::SIGSTOP)],
+            "{collector}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(states(pid), ['T'], "{collector}: no longer stopped");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let t0 = Instant::now();
+    while states(pid) == ['T'] && t0.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(states(pid), ['S']);
+    let _ = child.kill();
+    let _ = child.wait();
+}

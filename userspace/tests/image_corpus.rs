@@ -3,33 +3,9 @@
 //! truncation or bit flip of them makes a decoder, a check or `show`
 //! panic. `cargo xtask fuzz` goes further with libFuzzer.
 
-use dumper::image::{self, read, show, Kind};
 use std::path::Path;
 
-/// What the fuzz target does with one input; Ok(true) when some decoder
-/// accepted it.
-fn feed(data: &[u8]) -> bool {
-    let mut accepted = false;
-    accepted |= image::decode::<image::Manifest>("f", Kind::Manifest, data).is_ok();
-    if let Ok(m) = image::decode::<image::Memory>("f", Kind::Memory, data) {
-        accepted = true;
-        let _ = read::check_ranges(&m, 64, "f");
-    }
-    if let Ok(inv) = image::decode::<image::Inventory>("f", Kind::Inventory, data) {
-        accepted = true;
-        if read::check_inventory(&inv, "f").is_ok() {
-            let img = read::Image {
-                manifest: Default::default(),
-                inventory: inv,
-                memory: Default::default(),
-                pages: vec![],
-            };
-            let _ = show::text(&img);
-            let _ = show::json(&img);
-        }
-    }
-    accepted
-}
+use dumper::image::read::exercise as feed;
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/image_entries");

@@ -28,22 +28,13 @@ pub enum DumpError {
     Image(#[from] ImageError),
     #[error("{0}")]
     Kernel(String),
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("--verify: the {0} and {1} collectors disagree on {2} fields (listed above); no image was written")]
     Disagree(String, String, usize),
 }
 
 impl DumpError {
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        DumpError::Io {
-            what: what.into(),
-            source,
-        }
+        DumpError::Collect(CollectError::io(what, source))
     }
 }
 
@@ -155,6 +146,7 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
 
     let since = frozen.since();
     let root = frozen.root();
+    let job_stopped = frozen.job_stopped();
     // Everything is copied: a tree that runs on need not wait for the
     // disk. One that is to die stays stopped until its images are synced,
     // so that nothing it does after the checkpoint happens at all.
@@ -182,6 +174,7 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
             snapshot: snap,
             threads,
             shared_siginfo,
+            job_stopped,
         },
     )?;
     let manifest = Manifest {

@@ -36,6 +36,10 @@ pub struct Inventory {
     pub threads: Vec<ThreadState>,
     /// Signals queued for a whole thread group: (tgid, siginfo records).
     pub shared_siginfo: Vec<SigQueue>,
+    /// Threads that were in a job-control stop (state T) when frozen, with
+    /// the signal that stopped them: (tid, signal). The snapshot shows
+    /// every thread as `t`, frozen.
+    pub job_stopped: Vec<(i32, i32)>,
 }
 
 /// x86-64 `struct user_regs_struct`, in its order ([`REG_NAMES`]).

@@ -142,3 +142,28 @@ pub fn check_inventory(inv: &Inventory, file: &str) -> Result<(), ImageError> {
     }
     Ok(())
 }
+
+/// Every entry decoder, the checks and `show` on arbitrary bytes, as the
+/// fuzz target and the corpus test run them; true when a decoder accepted
+/// the bytes. Must never panic.
+pub fn exercise(data: &[u8]) -> bool {
+    let mut accepted = decode::<Manifest>("f", Kind::Manifest, data).is_ok();
+    if let Ok(m) = decode::<Memory>("f", Kind::Memory, data) {
+        accepted = true;
+        let _ = check_ranges(&m, 64, "f");
+    }
+    if let Ok(inventory) = decode::<Inventory>("f", Kind::Inventory, data) {
+        accepted = true;
+        if check_inventory(&inventory, "f").is_ok() {
+            let img = Image {
+                manifest: Manifest::default(),
+                inventory,
+                memory: Memory::default(),
+                pages: vec![],
+            };
+            let _ = super::show::text(&img);
+            let _ = super::show::json(&img);
+        }
+    }
+    accepted
+}

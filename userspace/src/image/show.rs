@@ -42,6 +42,7 @@ pub fn json(img: &Image) -> Value {
         "snapshot": img.inventory.snapshot,
         "threads": threads,
         "shared_siginfo": shared,
+        "job_stopped": img.inventory.job_stopped,
         "memory": img.memory,
     })
 }
@@ -133,6 +134,14 @@ pub fn text(img: &Image) -> String {
                     th.altstack.flags, th.rseq.addr, th.rseq.len, th.rseq.sig
                 );
             }
+        }
+        for (tid, sig) in img
+            .inventory
+            .job_stopped
+            .iter()
+            .filter(|x| t.threads.contains(&x.0))
+        {
+            let _ = writeln!(o, "  thread {tid}: stopped by signal {sig} (job control)");
         }
         for th in img
             .inventory
