@@ -188,4 +188,42 @@ mod tests {
         assert_eq!(paths, ["task 5 comm", "task 5 fd 7", "task 6"]);
         assert!(diff(&a, &a).is_empty());
     }
+
+    #[test]
+    fn detail_differences_are_named() {
+        use crate::model::{SigAction, TaskDetail, ThreadDetail, NSIG};
+        let d = TaskDetail {
+            sigactions: vec![SigAction::default(); NSIG],
+            threads: vec![ThreadDetail {
+                tid: 5,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let task = |d: Option<TaskDetail>| Snapshot {
+            tasks: vec![Task {
+                pid: 5,
+                detail: d,
+                ..Default::default()
+            }],
+        };
+        let mut e = d.clone();
+        e.sigactions[1].handler = 0x1000;
+        e.threads[0].blocked = 1;
+        e.personality = 8;
+        let paths: Vec<String> = diff(&task(Some(d.clone())), &task(Some(e)))
+            .into_iter()
+            .map(|m| m.path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "task 5 detail personality",
+                "task 5 detail signal 2 handler",
+                "task 5 detail thread 5 blocked"
+            ]
+        );
+        // Collected by one side only: not a difference.
+        assert!(diff(&task(Some(d)), &task(None)).is_empty());
+    }
 }

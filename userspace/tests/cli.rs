@@ -67,6 +67,17 @@ fn compare_agrees_on_the_sample_tree_root() {
     );
     // Released: nothing left in tracing stop.
     assert!(!states(t.manifest.root).contains(&'t'));
+    // And on what a dump collects besides (the proc side runs system
+    // calls in the stopped threads).
+    let o = dumper(&[
+        "compare",
+        "-t",
+        &t.manifest.root.to_string(),
+        "--detail",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["agree"], true, "{v}");
     let human = dumper(&["compare", "-t", &t.manifest.root.to_string()]);
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(
