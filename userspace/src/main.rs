@@ -59,6 +59,27 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Plan the system calls that build a process tree from pid 1, proven
+    /// by simulating Linux's rules (docs/plan.md); or check a plan.
+    Plan {
+        /// The target tree as JSON (docs/plan.md).
+        #[arg(long, value_name = "FILE", required_unless_present = "images_dir")]
+        tree: Option<std::path::PathBuf>,
+        /// The target from a dump's images instead.
+        #[arg(
+            short = 'D',
+            long = "images-dir",
+            value_name = "DIR",
+            conflicts_with = "tree"
+        )]
+        images_dir: Option<std::path::PathBuf>,
+        /// Check this plan (JSON, as --json prints it) against the target
+        /// instead of planning: exit 0 only if it is valid and reaches it.
+        #[arg(long, value_name = "PLAN")]
+        check: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Removes DIR once stdin closes (dumper's guard for its temporary
     /// image directory).
     #[command(hide = true)]
@@ -349,6 +370,69 @@ fn run_show(dir: &std::path::Path, json: bool) -> Result<()> {
     Ok(())
 }
 
+fn run_plan(
+    tree: Option<&std::path::Path>,
+    images: Option<&std::path::Path>,
+    check: Option<&std::path::Path>,
+    json: bool,
+) -> Result<bool> {
+    use dumper::plan;
+    let target = match (tree, images) {
+        (Some(f), _) => {
+            let text = std::fs::read_to_string(f).with_context(|| f.display().to_string())?;
+            plan::target_from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
+        }
+        (None, Some(d)) => {
+            let img = dumper::image::read::open(d)?;
+            plan::from_image::target(&img).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?
+        }
+        (None, None) => bail!("plan needs --tree FILE or -D DIR"),
+    };
+    if let Some(c) = check {
+        let text = std::fs::read_to_string(c).with_context(|| c.display().to_string())?;
+        #[derive(serde::Deserialize)]
+        struct Wrapped {
+            steps: Vec<plan::Step>,
+        }
+        let steps: Vec<plan::Step> = serde_json::from_str::<Wrapped>(&text)
+            .map(|w| w.steps)
+            .or_else(|_| serde_json::from_str(&text))
+            .map_err(|e| anyhow::anyhow!("{}: not a plan: {e}", c.display()))?;
+        let end = plan::sim::Sim::run(&steps).map_err(|(i, e)| {
+            anyhow::anyhow!("{}: step {} ({}) fails: {e}", c.display(), i + 1, steps[i])
+        })?;
+        end.matches(&target).map_err(|e| {
+            anyhow::anyhow!("{}: the plan does not reach the target: {e}", c.display())
+        })?;
+        println!(
+            "{}: valid, {} steps, reaches the target",
+            c.display(),
+            steps.len()
+        );
+        return Ok(true);
+    }
+    let p = plan::plan(&target).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if json {
+        let out = serde_json::json!({
+            "steps": p.steps,
+            "helpers": p.helpers,
+            "stats": {"steps": p.steps.len(), "helpers": p.helpers.len(), "send_fd": p.send_fds()},
+        });
+        println!("{out}");
+    } else {
+        for s in &p.steps {
+            println!("{s}");
+        }
+        println!(
+            "# {} steps, {} helpers, {} fds sent; proven by simulation",
+            p.steps.len(),
+            p.helpers.len(),
+            p.send_fds()
+        );
+    }
+    Ok(true)
+}
+
 fn run_freeze(tree: i32) -> Result<()> {
     let frozen = Frozen::freeze(tree)?;
     println!("{{\"frozen_threads\": {}}}", frozen.threads());
@@ -397,6 +481,17 @@ fn main() {
     let r = match cmd {
         Cmd::Dump(a) => run_dump(a).map(|_| true),
         Cmd::Show { dir, json } => run_show(&dir, json).map(|_| true),
+        Cmd::Plan {
+            tree,
+            images_dir,
+            check,
+            json,
+        } => run_plan(
+            tree.as_deref(),
+            images_dir.as_deref(),
+            check.as_deref(),
+            json,
+        ),
         Cmd::Janitor { dir } => {
             dumper::image::write::janitor(&dir);
             Ok(true)

@@ -1,0 +1,108 @@
+//! A target from a dump's images (`dumper plan -D DIR`): the dumped tree
+//! under a pid 1 that stands for the restorer.
+
+use super::target::{End, File, Kind, Proc, Target};
+use crate::image::read::Image;
+use crate::model::FileType;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub fn target(img: &Image) -> Result<Target, String> {
+    let snap = &img.inventory.snapshot;
+    let pids: BTreeSet<i32> = snap.tasks.iter().map(|t| t.pid).collect();
+    if pids.contains(&1) {
+        return Err("the dump holds pid 1 itself: a namespace dump, which restores with --pidns (not planned here yet)".into());
+    }
+    let mut t = Target::default();
+    t.procs.insert(
+        1,
+        Proc {
+            pid: 1,
+            ppid: 0,
+            pgid: 1,
+            sid: 1,
+            zombie: false,
+            subreaper: false,
+        },
+    );
+    let root = img.manifest.root;
+    let r = snap
+        .task(root)
+        .ok_or_else(|| format!("the image has no root process {root}"))?;
+    // The root's session and group come from outside the tree unless it
+    // leads them (or they lie inside it).
+    for (what, id) in [("session", r.sid), ("process group", r.pgid)] {
+        if !pids.contains(&id) {
+            return Err(format!(
+                "the tree's root {root} is in {what} {id}, which is outside the dumped tree: restoring it needs --shell-job (the containers issue)"
+            ));
+        }
+    }
+    for task in &snap.tasks {
+        let ppid = if task.pid == root { 1 } else { task.ppid };
+        t.procs.insert(
+            task.pid,
+            Proc {
+                pid: task.pid,
+                ppid,
+                pgid: task.pgid,
+                sid: task.sid,
+                zombie: task.state == "Z",
+                subreaper: false,
+            },
+        );
+    }
+    // Files: pipes by inode (the read end and the write end), everything
+    // else as a plain description (socket peers are not in the image).
+    let mut pipe_ends: BTreeMap<u64, (Option<String>, Option<String>)> = BTreeMap::new();
+    for task in snap.tasks.iter().filter(|t| t.state != "Z") {
+        let mut fds = BTreeMap::new();
+        for f in &task.fds {
+            let id = format!("f{}", f.file_id);
+            if f.kind == FileType::Pipe {
+                let e = pipe_ends.entry(f.ino).or_default();
+                if f.flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32 {
+                    e.1 = Some(id.clone());
+                } else {
+                    e.0 = Some(id.clone());
+                }
+            } else {
+                t.files.insert(
+                    id.clone(),
+                    File {
+                        kind: Kind::Reg,
+                        end: None,
+                        peer: None,
+                    },
+                );
+            }
+            fds.insert(f.fd, id);
+        }
+        if !fds.is_empty() {
+            t.fds.insert(task.pid, fds);
+        }
+    }
+    for (ino, (r, w)) in pipe_ends {
+        let r = r.unwrap_or_else(|| format!("pipe{ino}r"));
+        let w = w.unwrap_or_else(|| format!("pipe{ino}w"));
+        t.files.insert(
+            r.clone(),
+            File {
+                kind: Kind::Pipe,
+                end: Some(End::Read),
+                peer: Some(w.clone()),
+            },
+        );
+        t.files.insert(
+            w.clone(),
+            File {
+                kind: Kind::Pipe,
+                end: Some(End::Write),
+                peer: Some(r),
+            },
+        );
+    }
+    // Threads share their process's table; processes do not share tables
+    // in the model's snapshot (CLONE_FILES between processes is not
+    // collected yet).
+    super::validate(&t.to_file())
+}

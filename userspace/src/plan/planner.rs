@@ -1,0 +1,714 @@
+//! The planner: a target state in, the steps that build it from pid 1 out.
+//!
+//! Every process is created directly as a child of its final parent, so
+//! nothing has to be reparented:
+//! - by its parent's `fork`, when the parent is in the session the child
+//!   must be born in;
+//! - otherwise by `clone_parent` from a *carrier*: a child of the parent
+//!   that is already in that session. The carrier is the session's leader
+//!   when the parent is the leader's parent, or a helper with the
+//!   session's pid that the parent forks and that calls setsid (a session
+//!   whose leader is gone), reaped at the end.
+//!
+//! A session leader whose children belong to the session it was born in
+//! (it left that session with setsid after forking them) is *born* there:
+//! its children of that session are forked before its setsid.
+//!
+//! Then:
+//! - process groups: each leader makes its group, helpers stand in for
+//!   groups whose leader is gone, members join, and leaders that moved
+//!   move;
+//! - files: each description is made once, by a process holding it, and
+//!   dup2'ed or sent (SCM_RIGHTS) to the others;
+//! - subreaper flags are set;
+//! - helpers exit and are reaped;
+//! - zombies exit.
+//!
+//! Shapes this construction cannot build are refused with the reason. Some
+//! of them are unreachable; others need reparenting through dying helpers,
+//! which is not done yet.
+
+use super::ops::{Op, Step};
+use super::target::{Kind, Target};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// Processes the plan creates that are not in the target.
+    pub helpers: Vec<i32>,
+}
+
+impl Plan {
+    pub fn send_fds(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s.op, Op::SendFd { .. }))
+            .count()
+    }
+}
+
+struct Planner<'a> {
+    t: &'a Target,
+    /// Final tree: parent → children (alive and zombie), ascending.
+    children: BTreeMap<i32, Vec<i32>>,
+    steps: Vec<Step>,
+    helpers: Vec<i32>,
+    /// Helper parents: helper → the process that reaps it.
+    helper_parent: BTreeMap<i32, i32>,
+    /// The session each created process is in now.
+    cur: HashMap<i32, i32>,
+    /// Session leaders born in another session: leader → that session.
+    born_in: HashMap<i32, i32>,
+    /// Sessions whose leader is gone: session → the parent its helper
+    /// carrier is forked under.
+    session_helper: HashMap<i32, i32>,
+    /// The fd table each process was made with: its own pid, or that of
+    /// the process whose table it shares.
+    table_alias: HashMap<i32, i32>,
+    /// (parent, session) → a process of that session below the parent in
+    /// the final tree: it forks a helper that forks the child, and the
+    /// helper's exit hands the child to the parent.
+    reparent_via: HashMap<(i32, i32), i32>,
+    /// The next pid for helpers that need no particular pid.
+    fresh: i32,
+}
+
+fn unsupported(what: String) -> String {
+    format!("cannot plan: {what}")
+}
+
+impl<'a> Planner<'a> {
+    fn push(&mut self, by: i32, op: Op) {
+        self.steps.push(Step { by, op });
+    }
+
+    fn sid(&self, p: i32) -> i32 {
+        self.t.procs[&p].sid
+    }
+
+    fn is_leader(&self, p: i32) -> bool {
+        self.sid(p) == p
+    }
+
+    /// The session `x` must be born in: its own for non-leaders, the one
+    /// chosen for leaders born elsewhere, None when any will do.
+    fn birth(&self, x: i32) -> Option<i32> {
+        if self.is_leader(x) {
+            self.born_in.get(&x).copied()
+        } else {
+            Some(self.sid(x))
+        }
+    }
+
+    /// Makes sure parent `p` can create children born in session `s`.
+    fn provide(&mut self, p: i32, s: i32, why: i32) -> Result<(), String> {
+        if self.sid(p) == s || self.born_in.get(&p) == Some(&s) {
+            return Ok(());
+        }
+        // The session's leader, a child of p, carries it.
+        if self.t.procs.get(&s).is_some_and(|l| l.ppid == p) {
+            return Ok(());
+        }
+        if !self.t.procs.contains_key(&s) {
+            match self.session_helper.get(&s) {
+                Some(&q) if q == p => return Ok(()),
+                None => {
+                    self.session_helper.insert(s, p);
+                    return Ok(());
+                }
+                Some(_) => {}
+            }
+        }
+        // p left session s with setsid after creating what it needed there.
+        if self.is_leader(p) && p != 1 && !self.born_in.contains_key(&p) {
+            self.born_in.insert(p, s);
+            let pp = self.t.procs[&p].ppid;
+            return self.provide(pp, s, p);
+        }
+        // A process of session s below p: a helper it forks makes the
+        // child, and dies.
+        if let Some(a) = self.below_in_session(p, s, why) {
+            self.reparent_via.insert((p, s), a);
+            return Ok(());
+        }
+        Err(unsupported(format!(
+            "process {why} (session {s}) has parent {p} in session {}, and no way into session {s} from {p}: its leader is {} and {p} cannot have been born in it",
+            self.sid(p),
+            if self.t.procs.contains_key(&s) { format!("process {s}, not a child of {p}") } else { "gone, its helper already serving another parent".into() }
+        )))
+    }
+
+    /// A process that ends in session `s` and is a descendant of `p` in
+    /// the final tree, outside the subtree of `x`.
+    fn below_in_session(&self, p: i32, s: i32, x: i32) -> Option<i32> {
+        self.t
+            .procs
+            .values()
+            .filter(|a| a.sid == s && a.pid != x)
+            .map(|a| a.pid)
+            .find(|&a| {
+                let mut up = self.t.procs[&a].ppid;
+                let mut in_x = false;
+                while up != 0 {
+                    if up == x {
+                        in_x = true;
+                    }
+                    if up == p {
+                        return !in_x;
+                    }
+                    up = self.t.procs[&up].ppid;
+                }
+                false
+            })
+    }
+
+    fn prepass(&mut self) -> Result<(), String> {
+        // Non-leaders first: a leader has the born-in way out, others not.
+        let mut needs: Vec<(bool, i32, i32, i32)> = vec![];
+        for x in self.t.procs.values() {
+            if x.pid == 1 || x.sid == x.pid {
+                continue;
+            }
+            let p = x.ppid;
+            if self.sid(p) != x.sid {
+                needs.push((self.is_leader(p), p, x.sid, x.pid));
+            }
+        }
+        needs.sort();
+        needs.dedup_by_key(|n| (n.1, n.2));
+        for (_, p, s, why) in needs {
+            self.provide(p, s, why)?;
+        }
+        Ok(())
+    }
+
+    /// Creates `x` as a child of `p`, then its subtree.
+    fn spawn(&mut self, p: i32, x: i32) -> Result<(), String> {
+        let table = self.t.table_of(x);
+        let want = self.birth(x);
+        // x shares a table with a process already made: its creator must
+        // be in that table too (CLONE_FILES). Otherwise its table starts
+        // as a copy of its creator's, which is still empty.
+        let mate = table
+            .iter()
+            .copied()
+            .find(|m| *m != x && self.cur.contains_key(m));
+        let fits = |pl: &Self, c: i32| {
+            want.is_none_or(|s| pl.cur[&c] == s)
+                && mate.is_none_or(|m| pl.table_group(c) == pl.table_group(m))
+        };
+        let creator = if fits(self, p) {
+            Some(p)
+        } else {
+            self.live_children(p).into_iter().find(|&c| fits(self, c))
+        };
+        if creator.is_none() {
+            if let Some(a) = self.dying_helper_source(p, x) {
+                return self.via_dying_helper(p, x, a, mate.is_some());
+            }
+        }
+        let creator = match creator {
+            Some(c) => c,
+            None => {
+                let s = want.unwrap_or(self.cur[&p]);
+                let h = self.session_carrier(p, s)?;
+                if !fits(self, h) {
+                    return Err(unsupported(format!(
+                        "process {x} shares its fd table with {table:?} but must be born in session {s}, which no process of that table under {p} is in"
+                    )));
+                }
+                h
+            }
+        };
+        // A zombie's or helper's fd table does not outlive it: sharing its
+        // creator's lets it make children that share that table.
+        let share = mate.is_some() || self.t.procs[&x].zombie;
+        let s = self.cur[&creator];
+        if creator == p {
+            self.push(
+                p,
+                Op::Fork {
+                    pid: x,
+                    share_files: share,
+                },
+            );
+        } else {
+            self.push(
+                creator,
+                Op::CloneParent {
+                    pid: x,
+                    share_files: share,
+                },
+            );
+        }
+        self.cur.insert(x, s);
+        let alias = if share { self.table_group(creator) } else { x };
+        self.table_alias.insert(x, alias);
+        self.build(x)
+    }
+
+    /// `a` (in x's session, below p) forks a helper that forks x; the
+    /// helper exits and x goes to p, the nearest subreaper for that
+    /// moment.
+    fn via_dying_helper(&mut self, p: i32, x: i32, a: i32, share: bool) -> Result<(), String> {
+        let d = self.fresh;
+        self.fresh += 1;
+        let s = self.cur[&a];
+        self.push(
+            a,
+            Op::Fork {
+                pid: d,
+                share_files: share,
+            },
+        );
+        self.push(
+            d,
+            Op::Fork {
+                pid: x,
+                share_files: share,
+            },
+        );
+        if p != 1 {
+            self.push(p, Op::Subreaper { on: true });
+        }
+        self.push(d, Op::Exit);
+        self.push(a, Op::Wait { pid: d });
+        if p != 1 {
+            self.push(p, Op::Subreaper { on: false });
+        }
+        self.cur.insert(x, s);
+        let alias = if share { self.table_group(a) } else { x };
+        self.table_alias.insert(x, alias);
+        self.build(x)
+    }
+
+    /// A made process below `p` that can fork the dying helper for `x`:
+    /// in x's birth session, and in its fd table when x shares one with
+    /// a process already made.
+    fn dying_helper_source(&self, p: i32, x: i32) -> Option<i32> {
+        let want = self.birth(x);
+        let mate = self
+            .t
+            .table_of(x)
+            .into_iter()
+            .find(|m| *m != x && self.cur.contains_key(m));
+        if mate.is_none() {
+            if let Some(&a) = want.and_then(|s| self.reparent_via.get(&(p, s))) {
+                return (self.cur.get(&a) == want.as_ref()).then_some(a);
+            }
+        }
+        let m = mate?;
+        let g = self.table_group(m);
+        let mut cands: Vec<i32> = self
+            .cur
+            .keys()
+            .copied()
+            .filter(|&a| self.table_group(a) == g && want.is_none_or(|s| self.cur[&a] == s))
+            .collect();
+        cands.sort_unstable();
+        cands.into_iter().find(|&a| self.is_below(a, p))
+    }
+
+    /// Whether made process `a` is a descendant of `p` now.
+    fn is_below(&self, a: i32, p: i32) -> bool {
+        let parent = |q: i32| {
+            self.helper_parent
+                .get(&q)
+                .copied()
+                .or_else(|| self.t.procs.get(&q).map(|t| t.ppid))
+        };
+        let mut up = parent(a);
+        while let Some(u) = up {
+            if u == p {
+                return true;
+            }
+            if u == 0 {
+                return false;
+            }
+            up = parent(u);
+        }
+        false
+    }
+
+    /// The fd table `p` uses now (helpers share their parent's).
+    fn table_group(&self, p: i32) -> i32 {
+        self.table_alias.get(&p).copied().unwrap_or(p)
+    }
+
+    /// Children of `p` made so far and alive, helpers included.
+    fn live_children(&self, p: i32) -> Vec<i32> {
+        let mut v: Vec<i32> = self
+            .children
+            .get(&p)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|c| self.cur.contains_key(c))
+            .collect();
+        v.extend(
+            self.helpers
+                .iter()
+                .copied()
+                .filter(|h| self.helper_parent[h] == p),
+        );
+        v
+    }
+
+    /// The helper that carries session `s` under `p`, made on first use.
+    /// It shares `p`'s fd table, so that it can make children that share
+    /// it too.
+    fn session_carrier(&mut self, p: i32, s: i32) -> Result<i32, String> {
+        if self.session_helper.get(&s) != Some(&p) {
+            return Err(unsupported(format!(
+                "no child of {p} is in session {s} to create its children there"
+            )));
+        }
+        if !self.cur.contains_key(&s) {
+            self.push(
+                p,
+                Op::Fork {
+                    pid: s,
+                    share_files: true,
+                },
+            );
+            self.push(s, Op::Setsid);
+            self.cur.insert(s, s);
+            let g = self.table_group(p);
+            self.table_alias.insert(s, g);
+            self.helpers.push(s);
+            self.helper_parent.insert(s, p);
+        }
+        Ok(s)
+    }
+
+    /// Creates the children of `x` (just created).
+    fn build(&mut self, x: i32) -> Result<(), String> {
+        let kids = self.children.get(&x).cloned().unwrap_or_default();
+        let mut done = BTreeSet::new();
+        if self.is_leader(x) && x != 1 {
+            if let Some(&b) = self.born_in.get(&x) {
+                // Still in session b: its children of b first.
+                for &k in &kids {
+                    if self.birth(k) == Some(b) {
+                        self.spawn(x, k)?;
+                        done.insert(k);
+                    }
+                }
+            }
+            self.push(x, Op::Setsid);
+            self.cur.insert(x, x);
+        }
+        // Leaders before the rest: they may carry their sessions. Among
+        // leaders, those some other child's birth needs come first. A
+        // child that cannot be made yet (its fd table's mate is not there)
+        // waits for one that can.
+        let mut order: Vec<i32> = kids.iter().copied().filter(|k| !done.contains(k)).collect();
+        let needed: BTreeSet<i32> = order.iter().filter_map(|&k| self.birth(k)).collect();
+        // A free leader sharing an fd table with a sibling comes after it:
+        // the sibling, bound to its session, makes it (CLONE_PARENT |
+        // CLONE_FILES) before it leaves with setsid.
+        let kidset: BTreeSet<i32> = kids.iter().copied().collect();
+        let follows = |k: i32| {
+            self.is_leader(k)
+                && self.t.table_of(k).iter().any(|&m| {
+                    m != k
+                        && kidset.contains(&m)
+                        && self.birth(k).is_none_or(|b| self.birth(m) == Some(b))
+                })
+        };
+        order.sort_by_key(|&k| {
+            (
+                follows(k),
+                !self.is_leader(k),
+                !needed.contains(&k),
+                self.birth(k).is_some(),
+                k,
+            )
+        });
+        // Children waiting for a process of their session that another
+        // child's subtree will make.
+        let waits = |pl: &Self, k: i32| {
+            pl.birth(k)
+                .and_then(|s| pl.reparent_via.get(&(x, s)))
+                .is_some_and(|a| !pl.cur.contains_key(a))
+        };
+        let mut deferred = vec![];
+        while !order.is_empty() {
+            let i = match order.iter().position(|&k| self.feasible(x, k)) {
+                Some(i) => i,
+                None => match order.iter().position(|&k| waits(self, k)) {
+                    Some(i) => {
+                        deferred.push(order.remove(i));
+                        continue;
+                    }
+                    None => 0,
+                },
+            };
+            let k = order.remove(i);
+            self.spawn(x, k)?;
+        }
+        for k in deferred {
+            self.spawn(x, k)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `spawn(p, x)` can succeed now.
+    fn feasible(&self, p: i32, x: i32) -> bool {
+        let table = self.t.table_of(x);
+        let want = self.birth(x);
+        let mate = table
+            .iter()
+            .copied()
+            .find(|m| *m != x && self.cur.contains_key(m));
+        let fits = |c: i32| {
+            want.is_none_or(|s| self.cur[&c] == s)
+                && mate.is_none_or(|m| self.table_group(c) == self.table_group(m))
+        };
+        if fits(p) || self.live_children(p).into_iter().any(fits) {
+            return true;
+        }
+        if self.dying_helper_source(p, x).is_some() {
+            return true;
+        }
+        let s = want.unwrap_or(self.cur[&p]);
+        self.session_helper.get(&s) == Some(&p)
+            && !self.cur.contains_key(&s)
+            && mate.is_none_or(|m| self.table_group(p) == self.table_group(m))
+    }
+
+    fn groups(&mut self) -> Result<(), String> {
+        let mut groups: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        for p in self.t.procs.values() {
+            groups.entry(p.pgid).or_default().push(p.pid);
+        }
+        let mut pgid: HashMap<i32, i32> = HashMap::new();
+        // Current groups: what each process inherited. Recomputed from
+        // the steps so far by the simulator would be slower; track here.
+        let mut sim = super::sim::Sim::new();
+        for s in &self.steps {
+            sim.apply(s).map_err(|e| format!("internal: {e}"))?;
+        }
+        for (pid, p) in &sim.procs {
+            pgid.insert(*pid, p.pgid);
+        }
+        for (&g, members) in &groups {
+            let s = self.sid(members[0]);
+            if g == s {
+                // Made by the session's setsid: its leader's or its helper's.
+                if !self.t.procs.contains_key(&g) && !self.cur.contains_key(&g) {
+                    return Err(unsupported(format!("group {g} of session {g} needs the session's creator, which the plan does not make")));
+                }
+                continue;
+            }
+            if self.t.procs.contains_key(&g) {
+                if pgid[&g] != g {
+                    self.push(g, Op::Setpgid { pid: g, pgid: g });
+                    pgid.insert(g, g);
+                }
+            } else {
+                // A helper with the group's pid stands in for its leader.
+                let by = *self
+                    .cur
+                    .iter()
+                    .filter(|(_, cs)| **cs == s)
+                    .map(|(p, _)| p)
+                    .min()
+                    .ok_or_else(|| {
+                        unsupported(format!("no process of session {s} to make group {g} in"))
+                    })?;
+                self.push(
+                    by,
+                    Op::Fork {
+                        pid: g,
+                        share_files: false,
+                    },
+                );
+                self.push(g, Op::Setpgid { pid: g, pgid: g });
+                self.cur.insert(g, s);
+                pgid.insert(g, g);
+                self.helpers.push(g);
+                self.helper_parent.insert(g, by);
+            }
+        }
+        for (&g, members) in &groups {
+            for &m in members {
+                // Group leaders move after their groups are joined.
+                if m != g && pgid[&m] != g && !self.is_leader(m) && !groups.contains_key(&m) {
+                    self.push(m, Op::Setpgid { pid: m, pgid: g });
+                    pgid.insert(m, g);
+                }
+            }
+        }
+        // Leaders that moved to another group.
+        for (&g, members) in &groups {
+            for &m in members {
+                if m != g && pgid[&m] != g {
+                    self.push(m, Op::Setpgid { pid: m, pgid: g });
+                    pgid.insert(m, g);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn files(&mut self) {
+        let t = self.t;
+        // One fd table per group of sharers: install through its first.
+        let mut tables: BTreeMap<i32, i32> = BTreeMap::new();
+        for (&pid, p) in &t.procs {
+            if !p.zombie {
+                tables.insert(pid, t.table_of(pid)[0]);
+            }
+        }
+        let top = t
+            .fds
+            .values()
+            .flat_map(|m| m.keys().copied())
+            .max()
+            .unwrap_or(0);
+        let mut scratch = top + 1;
+        let mut holders: BTreeMap<&str, Vec<(i32, u32)>> = BTreeMap::new();
+        for (&pid, m) in &t.fds {
+            if tables.get(&pid) != Some(&pid) {
+                continue;
+            }
+            for (&fd, id) in m {
+                holders.entry(id.as_str()).or_default().push((pid, fd));
+            }
+        }
+        let mut made: BTreeSet<&str> = BTreeSet::new();
+        for (&id, hs) in &holders {
+            if made.contains(id) {
+                continue;
+            }
+            let f = &t.files[id];
+            let owner = hs[0].0;
+            // (file id, scratch fd in the owner)
+            let mut local: Vec<(&str, u32)> = vec![];
+            match f.kind {
+                Kind::Reg => {
+                    self.push(
+                        owner,
+                        Op::Open {
+                            file: id.to_string(),
+                            fd: scratch,
+                        },
+                    );
+                    local.push((id, scratch));
+                    scratch += 1;
+                }
+                Kind::Pipe | Kind::Socket => {
+                    let peer = f.peer.as_deref().unwrap();
+                    let (r, w) = if f.end == Some(super::target::End::Write) {
+                        (peer, id)
+                    } else {
+                        (id, peer)
+                    };
+                    let files = [r.to_string(), w.to_string()];
+                    let fds = [scratch, scratch + 1];
+                    scratch += 2;
+                    self.push(
+                        owner,
+                        if f.kind == Kind::Pipe {
+                            Op::Pipe { files, fds }
+                        } else {
+                            Op::Socketpair { files, fds }
+                        },
+                    );
+                    local.push((r, fds[0]));
+                    local.push((w, fds[1]));
+                }
+            }
+            for (name, sfd) in local {
+                made.insert(name);
+                for &(pid, fd) in holders.get(name).map(|v| v.as_slice()).unwrap_or(&[]) {
+                    if pid == owner {
+                        self.push(owner, Op::Dup2 { from: sfd, to: fd });
+                    } else {
+                        self.push(
+                            owner,
+                            Op::SendFd {
+                                fd: sfd,
+                                to: pid,
+                                as_fd: fd,
+                            },
+                        );
+                    }
+                }
+                self.push(owner, Op::Close { fd: sfd });
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        for p in self.t.procs.values() {
+            if p.subreaper {
+                self.push(p.pid, Op::Subreaper { on: true });
+            }
+        }
+        // Group helpers before session helpers (they may be the latter's
+        // children), each reaped by its parent.
+        let mut hs = self.helpers.clone();
+        hs.sort_by_key(|h| (self.t.procs.values().any(|p| p.sid == *h), *h));
+        for h in hs {
+            self.push(h, Op::Exit);
+            self.push(self.helper_parent[&h], Op::Wait { pid: h });
+        }
+        for p in self.t.procs.values() {
+            if p.zombie {
+                self.push(p.pid, Op::Exit);
+            }
+        }
+    }
+}
+
+/// The steps that build `t` from pid 1, or why they cannot be found.
+pub fn plan(t: &Target) -> Result<Plan, String> {
+    let mut children: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for p in t.procs.values() {
+        if p.pid != 1 {
+            children.entry(p.ppid).or_default().push(p.pid);
+        }
+    }
+    let mut pl = Planner {
+        t,
+        children,
+        steps: vec![],
+        helpers: vec![],
+        helper_parent: BTreeMap::new(),
+        cur: HashMap::from([(1, 1)]),
+        born_in: HashMap::new(),
+        session_helper: HashMap::new(),
+        table_alias: HashMap::new(),
+        reparent_via: HashMap::new(),
+        fresh: t
+            .procs
+            .values()
+            .flat_map(|p| [p.pid, p.pgid, p.sid])
+            .max()
+            .unwrap_or(1)
+            + 1,
+    };
+    pl.prepass()?;
+    pl.build(1)?;
+    pl.groups()?;
+    pl.files();
+    pl.finish();
+    let plan = Plan {
+        steps: pl.steps,
+        helpers: pl.helpers,
+    };
+    // Never hand out a plan the simulator does not accept.
+    let end = super::sim::Sim::run(&plan.steps).map_err(|(i, e)| {
+        unsupported(format!(
+            "the construction fails at step {} ({}): {e}",
+            i + 1,
+            plan.steps[i]
+        ))
+    })?;
+    end.matches(t)
+        .map_err(|e| unsupported(format!("the construction does not reach the target: {e}")))?;
+    Ok(plan)
+}
