@@ -82,6 +82,18 @@ pub fn check(dir: &Path) -> Result<String> {
 
     let md = std::fs::read_to_string(dir.join("report.md")).context("report.md")?;
     ensure!(md.contains("## Dump"), "report.md lacks the dump section");
+    let plans: Vec<crate::planner::PlanRow> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("plan.json")).context("plan.json")?)
+            .context("plan.json rows")?;
+    ensure!(
+        plans.iter().any(|r| r.kind == "large" && r.plan_ns > 0)
+            && plans.iter().any(|r| r.kind == "random" && r.planned > 0),
+        "plan.json lacks planner measurements"
+    );
+    ensure!(
+        md.contains("## Restore planner"),
+        "report.md lacks the planner section"
+    );
     ensure!(
         md.contains("## Headline") && md.contains("Machine:"),
         "report.md lacks the headline or the machine"

@@ -12,6 +12,7 @@ pub mod check;
 pub mod dump;
 pub mod measure;
 pub mod plan;
+pub mod planner;
 pub mod plot;
 pub mod report;
 pub mod workload;

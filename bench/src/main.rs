@@ -74,8 +74,10 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
     }
     bar.finish_and_clear();
     let dumps = dump_section(&plan, &exe, &out)?;
+    eprintln!("restore planner");
+    let plans = dumper_bench::planner::measure(quick);
     let seconds = started.elapsed().as_secs_f64();
-    report::write(&out, &plan, &rows, &dumps, &skipped, seconds)?;
+    report::write(&out, &plan, &rows, &dumps, &plans, &skipped, seconds)?;
     println!(
         "{}: {} rows in {seconds:.0} s; report {}",
         out.display(),
@@ -149,7 +151,11 @@ fn main() -> Result<()> {
                 .ok()
                 .and_then(|j| serde_json::from_str(&j).ok())
                 .unwrap_or_default();
-            report::write(&dir, &plan, &rows, &dumps, &skipped, seconds)?;
+            let plans: Vec<dumper_bench::planner::PlanRow> = std::fs::read_to_string(dir.join("plan.json"))
+                .ok()
+                .and_then(|j| serde_json::from_str(&j).ok())
+                .unwrap_or_else(|| dumper_bench::planner::measure(quick));
+            report::write(&dir, &plan, &rows, &dumps, &plans, &skipped, seconds)?;
             println!("{}", check::check(&dir)?);
             Ok(())
         }

@@ -338,6 +338,7 @@ pub fn write(
     plan: &Plan,
     rows: &[Row],
     dumps: &[crate::dump::DumpRow],
+    plans: &[crate::planner::PlanRow],
     skipped: &[(String, String)],
     seconds: f64,
 ) -> anyhow::Result<()> {
@@ -348,9 +349,12 @@ pub fn write(
     )?;
     std::fs::write(dir.join("results.csv"), csv(rows))?;
     std::fs::write(dir.join("dump.json"), serde_json::to_string_pretty(dumps)?)?;
+    std::fs::write(dir.join("plan.json"), serde_json::to_string_pretty(plans)?)?;
     std::fs::write(
         dir.join("report.md"),
-        markdown(plan, rows, skipped, seconds) + &crate::dump::markdown(dumps),
+        markdown(plan, rows, skipped, seconds)
+            + &crate::dump::markdown(dumps)
+            + &crate::planner::markdown(plans),
     )?;
     for sw in &plan.sweeps {
         crate::plot::sweep(&dir.join(format!("sweep-{}.svg", sw.dim.name())), sw, rows)?;

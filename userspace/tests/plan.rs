@@ -236,3 +236,24 @@ fn impossible_targets_are_refused_with_the_reason() {
     // A group whose leader is gone is fine (a helper stands in).
     plans("a dead group leader", &tree(&[p1, (5, 1, 6, 1, "a")], ""));
 }
+
+/// How the planner scales (the criterion benchmark measures it properly):
+/// printed, not asserted.
+#[test]
+fn scale_report() {
+    if std::env::var_os("PLAN_SCALE").is_none() {
+        return;
+    }
+    for n in [1000usize, 2000, 4000, 10000] {
+        let t = gen::large(n, 9, 1);
+        let t0 = std::time::Instant::now();
+        let p = plan(&t).unwrap();
+        eprintln!(
+            "{n} processes, {} fds: {:?}, {} steps, {} helpers",
+            n * 10,
+            t0.elapsed(),
+            p.steps.len(),
+            p.helpers.len()
+        );
+    }
+}

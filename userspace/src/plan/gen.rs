@@ -132,3 +132,87 @@ pub fn reachable(seed: u64, ops: usize) -> (Target, Vec<Step>) {
     }
     (sim.to_target(), steps)
 }
+
+/// A large target for the scale benchmark: `n` processes in a random tree
+/// (parents chosen among earlier ones), one session leader in fifty with
+/// its descendants in its session, groups of ten, `fds` fds per process
+/// (files of their own, and pipes shared with the parent).
+pub fn large(n: usize, fds: usize, seed: u64) -> Target {
+    use super::target::{End, File, Kind, Proc};
+    let mut r = Rng::new(seed);
+    let mut t = Target::default();
+    t.procs.insert(
+        1,
+        Proc {
+            pid: 1,
+            ppid: 0,
+            pgid: 1,
+            sid: 1,
+            zombie: false,
+            subreaper: false,
+        },
+    );
+    for i in 2..=n as i32 {
+        let ppid = 1 + r.below((i - 1) as usize) as i32;
+        let parent = t.procs[&ppid];
+        let (pgid, sid) = if r.below(50) == 0 {
+            (i, i)
+        } else if r.below(10) == 0 {
+            (i, parent.sid)
+        } else {
+            (parent.pgid, parent.sid)
+        };
+        t.procs.insert(
+            i,
+            Proc {
+                pid: i,
+                ppid,
+                pgid,
+                sid,
+                zombie: false,
+                subreaper: r.below(100) == 0,
+            },
+        );
+    }
+    for i in 1..=n as i32 {
+        let mut m = std::collections::BTreeMap::new();
+        for k in 0..fds as u32 {
+            let id = format!("r{i}.{k}");
+            t.files.insert(
+                id.clone(),
+                File {
+                    kind: Kind::Reg,
+                    end: None,
+                    peer: None,
+                },
+            );
+            m.insert(k + 3, id);
+        }
+        t.fds.insert(i, m);
+    }
+    // A pipe between each process and its parent: read end in the child.
+    for i in 2..=n as i32 {
+        let (a, b) = (format!("p{i}r"), format!("p{i}w"));
+        t.files.insert(
+            a.clone(),
+            File {
+                kind: Kind::Pipe,
+                end: Some(End::Read),
+                peer: Some(b.clone()),
+            },
+        );
+        t.files.insert(
+            b.clone(),
+            File {
+                kind: Kind::Pipe,
+                end: Some(End::Write),
+                peer: Some(a.clone()),
+            },
+        );
+        t.fds.get_mut(&i).unwrap().insert(0, a);
+        let pp = t.procs[&i].ppid;
+        let fd = 1000 + i as u32;
+        t.fds.get_mut(&pp).unwrap().insert(fd, b);
+    }
+    t
+}

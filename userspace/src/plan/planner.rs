@@ -585,19 +585,33 @@ impl<'a> Planner<'a> {
             }
             let f = &t.files[id];
             let owner = hs[0].0;
-            // (file id, scratch fd in the owner)
-            let mut local: Vec<(&str, u32)> = vec![];
+            // Each description is made at the owner's own fd for it when
+            // the owner holds it, else at a scratch fd closed afterwards.
+            let own_fd = |name: &str| {
+                holders
+                    .get(name)
+                    .and_then(|v| v.iter().find(|(p, _)| *p == owner))
+                    .map(|&(_, fd)| fd)
+            };
+            let at = |name: &str, scratch: &mut u32| match own_fd(name) {
+                Some(fd) => (fd, false),
+                None => {
+                    *scratch += 1;
+                    (*scratch - 1, true)
+                }
+            };
+            let mut local: Vec<(&str, u32, bool)> = vec![];
             match f.kind {
                 Kind::Reg => {
+                    let (fd, tmp) = at(id, &mut scratch);
                     self.push(
                         owner,
                         Op::Open {
                             file: id.to_string(),
-                            fd: scratch,
+                            fd,
                         },
                     );
-                    local.push((id, scratch));
-                    scratch += 1;
+                    local.push((id, fd, tmp));
                 }
                 Kind::Pipe | Kind::Socket => {
                     let peer = f.peer.as_deref().unwrap();
@@ -606,9 +620,10 @@ impl<'a> Planner<'a> {
                     } else {
                         (id, peer)
                     };
+                    let (rf, rt) = at(r, &mut scratch);
+                    let (wf, wt) = at(w, &mut scratch);
                     let files = [r.to_string(), w.to_string()];
-                    let fds = [scratch, scratch + 1];
-                    scratch += 2;
+                    let fds = [rf, wf];
                     self.push(
                         owner,
                         if f.kind == Kind::Pipe {
@@ -617,15 +632,17 @@ impl<'a> Planner<'a> {
                             Op::Socketpair { files, fds }
                         },
                     );
-                    local.push((r, fds[0]));
-                    local.push((w, fds[1]));
+                    local.push((r, rf, rt));
+                    local.push((w, wf, wt));
                 }
             }
-            for (name, sfd) in local {
+            for (name, sfd, tmp) in local {
                 made.insert(name);
                 for &(pid, fd) in holders.get(name).map(|v| v.as_slice()).unwrap_or(&[]) {
                     if pid == owner {
-                        self.push(owner, Op::Dup2 { from: sfd, to: fd });
+                        if fd != sfd {
+                            self.push(owner, Op::Dup2 { from: sfd, to: fd });
+                        }
                     } else {
                         self.push(
                             owner,
@@ -637,7 +654,9 @@ impl<'a> Planner<'a> {
                         );
                     }
                 }
-                self.push(owner, Op::Close { fd: sfd });
+                if tmp {
+                    self.push(owner, Op::Close { fd: sfd });
+                }
             }
         }
     }

@@ -19,6 +19,13 @@ pub struct Sim {
     descs: HashMap<u64, (String, File)>,
     /// References to each description from fd tables.
     refs: HashMap<u64, usize>,
+    /// Indexes, so that each step costs what Linux's own lookups cost:
+    /// processes per pgid (with the group's session) and per sid,
+    /// children per parent, descriptions by name.
+    groups: HashMap<i32, (i32, usize)>,
+    sessions: HashMap<i32, usize>,
+    kids: HashMap<i32, Vec<i32>>,
+    by_name: HashMap<String, u64>,
     next: u64,
 }
 
@@ -37,23 +44,64 @@ impl Sim {
             tables: HashMap::new(),
             descs: HashMap::new(),
             refs: HashMap::new(),
+            groups: HashMap::new(),
+            sessions: HashMap::new(),
+            kids: HashMap::new(),
+            by_name: HashMap::new(),
             next: 1,
         };
-        s.procs.insert(
-            1,
-            Proc {
-                pid: 1,
-                ppid: 0,
-                pgid: 1,
-                sid: 1,
-                zombie: false,
-                subreaper: false,
-            },
-        );
+        s.add_proc(Proc {
+            pid: 1,
+            ppid: 0,
+            pgid: 1,
+            sid: 1,
+            zombie: false,
+            subreaper: false,
+        });
         let t = s.new_id();
         s.tables.insert(t, Table::new());
         s.table_of.insert(1, t);
         s
+    }
+
+    fn add_proc(&mut self, p: Proc) {
+        let g = self.groups.entry(p.pgid).or_insert((p.sid, 0));
+        g.1 += 1;
+        *self.sessions.entry(p.sid).or_default() += 1;
+        self.kids.entry(p.ppid).or_default().push(p.pid);
+        self.procs.insert(p.pid, p);
+    }
+
+    fn leave_ids(&mut self, pgid: i32, sid: i32) {
+        let g = self.groups.get_mut(&pgid).unwrap();
+        g.1 -= 1;
+        if g.1 == 0 {
+            self.groups.remove(&pgid);
+        }
+        let n = self.sessions.get_mut(&sid).unwrap();
+        *n -= 1;
+        if *n == 0 {
+            self.sessions.remove(&sid);
+        }
+    }
+
+    fn set_ids(&mut self, pid: i32, pgid: i32, sid: i32) {
+        let p = self.procs[&pid];
+        self.leave_ids(p.pgid, p.sid);
+        let g = self.groups.entry(pgid).or_insert((sid, 0));
+        g.1 += 1;
+        *self.sessions.entry(sid).or_default() += 1;
+        let q = self.procs.get_mut(&pid).unwrap();
+        q.pgid = pgid;
+        q.sid = sid;
+    }
+
+    fn remove_proc(&mut self, pid: i32) {
+        let p = self.procs.remove(&pid).unwrap();
+        self.leave_ids(p.pgid, p.sid);
+        if let Some(v) = self.kids.get_mut(&p.ppid) {
+            v.retain(|&c| c != pid);
+        }
     }
 
     fn new_id(&mut self) -> u64 {
@@ -76,7 +124,7 @@ impl Sim {
         if self.procs.contains_key(&c) {
             return Err(format!("pid {c} is in use"));
         }
-        if self.procs.values().any(|p| p.pgid == c || p.sid == c) {
+        if self.groups.contains_key(&c) || self.sessions.contains_key(&c) {
             return Err(format!("pid {c} is still a process group or session id"));
         }
         Ok(())
@@ -100,7 +148,9 @@ impl Sim {
         *r -= 1;
         if *r == 0 {
             self.refs.remove(&d);
-            self.descs.remove(&d);
+            if let Some((name, _)) = self.descs.remove(&d) {
+                self.by_name.remove(&name);
+            }
         }
     }
 
@@ -120,7 +170,7 @@ impl Sim {
     }
 
     fn desc_named(&self, name: &str) -> bool {
-        self.descs.values().any(|(n, _)| n == name)
+        self.by_name.contains_key(name)
     }
 
     fn new_desc(&mut self, name: &str, f: File) -> Result<u64, String> {
@@ -129,22 +179,20 @@ impl Sim {
         }
         let d = self.new_id();
         self.descs.insert(d, (name.to_string(), f));
+        self.by_name.insert(name.to_string(), d);
         Ok(d)
     }
 
     fn spawn(&mut self, by: Proc, c: i32, parent: i32, share: bool) -> Result<(), String> {
         self.pid_free(c)?;
-        self.procs.insert(
-            c,
-            Proc {
-                pid: c,
-                ppid: parent,
-                pgid: by.pgid,
-                sid: by.sid,
-                zombie: false,
-                subreaper: false,
-            },
-        );
+        self.add_proc(Proc {
+            pid: c,
+            ppid: parent,
+            pgid: by.pgid,
+            sid: by.sid,
+            zombie: false,
+            subreaper: false,
+        });
         let t = if share {
             self.table_of[&by.pid]
         } else {
@@ -172,12 +220,10 @@ impl Sim {
                 self.spawn(p, *pid, p.ppid, *share_files)
             }
             Op::Setsid => {
-                if self.procs.values().any(|q| q.pgid == p.pid) {
+                if self.groups.contains_key(&p.pid) {
                     return Err(format!("setsid: a process group {} exists", p.pid));
                 }
-                let q = self.procs.get_mut(&p.pid).unwrap();
-                q.sid = p.pid;
-                q.pgid = p.pid;
+                self.set_ids(p.pid, p.pid, p.pid);
                 Ok(())
             }
             Op::Setpgid { pid, pgid } => {
@@ -191,18 +237,13 @@ impl Sim {
                 if t.sid == t.pid {
                     return Err(format!("setpgid: {} is a session leader", t.pid));
                 }
-                if *pgid != t.pid
-                    && !self
-                        .procs
-                        .values()
-                        .any(|q| q.pgid == *pgid && q.sid == p.sid)
-                {
+                if *pgid != t.pid && self.groups.get(pgid).is_none_or(|g| g.0 != p.sid) {
                     return Err(format!(
                         "setpgid: no process group {pgid} in session {}",
                         p.sid
                     ));
                 }
-                self.procs.get_mut(pid).unwrap().pgid = *pgid;
+                self.set_ids(*pid, *pgid, t.sid);
                 Ok(())
             }
             Op::Subreaper { on } => {
@@ -225,11 +266,11 @@ impl Sim {
                     }
                     a = q.ppid;
                 }
-                for q in self.procs.values_mut() {
-                    if q.ppid == p.pid {
-                        q.ppid = reaper;
-                    }
+                let orphans = self.kids.remove(&p.pid).unwrap_or_default();
+                for &c in &orphans {
+                    self.procs.get_mut(&c).unwrap().ppid = reaper;
                 }
+                self.kids.entry(reaper).or_default().extend(orphans);
                 let me = self.procs.get_mut(&p.pid).unwrap();
                 me.zombie = true;
                 let t = self.table_of.remove(&p.pid).unwrap();
@@ -246,7 +287,7 @@ impl Sim {
                     Some(c) if c.zombie && c.ppid == p.pid => {}
                     _ => return Err(format!("wait: {pid} is not a zombie child of {}", p.pid)),
                 }
-                self.procs.remove(pid);
+                self.remove_proc(*pid);
                 Ok(())
             }
             Op::Open { file, fd } => {
@@ -442,10 +483,9 @@ impl Sim {
             let peer_ok = match (&f.peer, &want.peer) {
                 (None, None) => true,
                 (Some(p), Some(q)) => self
-                    .descs
-                    .iter()
-                    .find(|(_, (n, _))| n == p)
-                    .and_then(|(pd, _)| to_target.get(pd))
+                    .by_name
+                    .get(p)
+                    .and_then(|pd| to_target.get(pd))
                     .is_none_or(|t| t == q),
                 _ => false,
             };

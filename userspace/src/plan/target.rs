@@ -202,10 +202,12 @@ pub fn validate(f: &TreeFile) -> Result<Target, String> {
                         p.pid, p.ppid
                     ))
                 }
-                Some(q) if q.zombie => return Err(format!(
+                Some(q) if q.zombie => {
+                    return Err(format!(
                     "process {}: parent {} is a zombie, whose children would have been reparented",
                     p.pid, p.ppid
-                )),
+                ))
+                }
                 _ => {}
             }
         }
