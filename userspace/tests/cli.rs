@@ -232,3 +232,61 @@ fn freezing_always_releases_the_tree_root() {
         }
     }
 }
+
+/// `dumper plan`: a plan for people and for programs, `--check` on a good
+/// and a broken plan, and a one-line refusal of an impossible tree.
+#[test]
+fn plan_and_check_through_the_command_line() {
+    let dir = std::env::temp_dir().join(format!("dumper-plan-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tree = dir.join("tree.json");
+    std::fs::write(
+        &tree,
+        r#"{"processes": [
+            {"pid": 1, "ppid": 0, "pgid": 1, "sid": 1, "state": "alive"},
+            {"pid": 10, "ppid": 1, "pgid": 11, "sid": 5, "state": "alive"},
+            {"pid": 11, "ppid": 1, "pgid": 11, "sid": 5, "state": "zombie"},
+            {"pid": 12, "ppid": 10, "pgid": 12, "sid": 12, "state": "alive", "subreaper": true}],
+           "files": [{"id": 1, "kind": "reg"}], "fds": {"10": {"3": 1}, "12": {"4": 1}}}"#,
+    )
+    .unwrap();
+    let t = tree.to_str().unwrap();
+    let o = dumper(&["plan", "--tree", t, "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["helpers"], serde_json::json!([5]), "{v}");
+    assert_eq!(v["stats"]["send_fd"], 1);
+    let plan = dir.join("plan.json");
+    std::fs::write(&plan, &o.stdout).unwrap();
+    let ok = dumper(&["plan", "--tree", t, "--check", plan.to_str().unwrap()]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // Without the helper's fork, its setsid has no process to run in.
+    let mut steps = v["steps"].as_array().unwrap().clone();
+    let i = steps
+        .iter()
+        .position(|s| s["op"] == "fork" && s["pid"] == 5)
+        .unwrap();
+    steps.remove(i);
+    std::fs::write(&plan, serde_json::json!({ "steps": steps }).to_string()).unwrap();
+    let bad = dumper(&["plan", "--tree", t, "--check", plan.to_str().unwrap()]);
+    let e = stderr_line(&bad);
+    assert!(
+        !bad.status.success() && e.contains("step 1 (5: setsid) fails: process 5 does not exist"),
+        "{e}"
+    );
+    std::fs::write(
+        &tree,
+        r#"{"processes": [{"pid": 2, "ppid": 0, "pgid": 2, "sid": 2, "state": "alive"}]}"#,
+    )
+    .unwrap();
+    let e = stderr_line(&dumper(&["plan", "--tree", t]));
+    assert!(e.contains("pid 1 is missing"), "{e}");
+    let human = dumper(&["plan", "--tree", "/nonexistent.json"]);
+    assert!(!human.status.success());
+    stderr_line(&human);
+    let _ = std::fs::remove_dir_all(&dir);
+}

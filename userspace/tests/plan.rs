@@ -3,6 +3,24 @@
 //! plan must take the simulator from pid 1 to exactly the target.
 
 use dumper::plan::{gen, plan, sim::Sim, validate};
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Any operation sequence the simulator accepts leads to a state whose
+    /// plan, when there is one, is proven; a failure shrinks to the
+    /// shortest sequence that shows it.
+    #[test]
+    fn plans_of_reachable_states_are_proven(choices in proptest::collection::vec(any::<u64>(), 0..400)) {
+        let (t, _) = gen::reachable_from(&choices);
+        let t = validate(&t.to_file()).map_err(TestCaseError::fail)?;
+        if let Ok(p) = plan(&t) {
+            let end = Sim::run(&p.steps).map_err(|(i, e)| TestCaseError::fail(format!("step {i}: {e}")))?;
+            end.matches(&t).map_err(TestCaseError::fail)?;
+        }
+    }
+}
 
 fn run(seeds: std::ops::Range<u64>, ops: usize) -> Vec<(u64, String)> {
     let mut failed = vec![];

@@ -6,6 +6,23 @@ use super::ops::{Op, Step};
 use super::sim::Sim;
 use super::target::Target;
 
+/// Numbers from a list, in order (then zeros).
+struct Replay(Vec<u64>, usize);
+
+impl Replay {
+    fn next(&mut self) -> u64 {
+        let v = self.0.get(self.1).copied().unwrap_or(0);
+        self.1 += 1;
+        v
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn pick<T: Copy>(&mut self, v: &[T]) -> Option<T> {
+        (!v.is_empty()).then(|| v[self.below(v.len())])
+    }
+}
+
 /// A small deterministic generator (xorshift64*), so a failing seed can
 /// be replayed.
 pub struct Rng(u64);
@@ -14,17 +31,14 @@ impl Rng {
     pub fn new(seed: u64) -> Rng {
         Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<T: Copy>(&mut self, v: &[T]) -> Option<T> {
-        (!v.is_empty()).then(|| v[self.below(v.len())])
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 }
 
@@ -32,6 +46,15 @@ impl Rng {
 /// that made it.
 pub fn reachable(seed: u64, ops: usize) -> (Target, Vec<Step>) {
     let mut r = Rng::new(seed);
+    let choices: Vec<u64> = (0..ops * 4).map(|_| r.next_u64()).collect();
+    reachable_from(&choices)
+}
+
+/// The same from explicit random numbers, four per operation (what
+/// proptest shrinks).
+pub fn reachable_from(choices: &[u64]) -> (Target, Vec<Step>) {
+    let mut r = Replay(choices.to_vec(), 0);
+    let ops = choices.len() / 4;
     let mut sim = Sim::new();
     let mut steps = vec![];
     let mut next_pid = 2;
