@@ -275,3 +275,36 @@ fn scale_report() {
         );
     }
 }
+
+/// `PLAN_FAILS=OPS cargo test ... list_failures -- --nocapture`: the seeds
+/// the planner refuses, with the reason (for working on the planner).
+#[test]
+fn list_failures() {
+    let Some(ops) = std::env::var("PLAN_FAILS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    else {
+        return;
+    };
+    for (s, e) in run(0..1000, ops) {
+        eprintln!("FAIL {s}: {e}");
+    }
+}
+
+/// `PLAN_SEED=N PLAN_OPS=M ... show_long_seed`: show_seed for longer runs.
+#[test]
+fn show_long_seed() {
+    let (Some(seed), Some(ops)) = (
+        std::env::var("PLAN_SEED").ok().and_then(|s| s.parse().ok()),
+        std::env::var("PLAN_OPS").ok().and_then(|s| s.parse().ok()),
+    ) else {
+        return;
+    };
+    let (t, _) = gen::reachable(seed, ops);
+    for p in t.procs.values() {
+        eprintln!("{p:?} table {:?}", t.table_of(p.pid));
+    }
+    if let Err(e) = plan(&t) {
+        eprintln!("{e}");
+    }
+}

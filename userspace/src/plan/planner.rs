@@ -198,7 +198,12 @@ impl<'a> Planner<'a> {
             want.is_none_or(|s| pl.cur[&c] == s)
                 && mate.is_none_or(|m| pl.table_group(c) == pl.table_group(m))
         };
-        let creator = if fits(self, p) {
+        let in_table = self
+            .carrier_table(p, x)
+            .filter(|m| self.cur.contains_key(m));
+        let creator = if let Some(m) = in_table {
+            Some(m)
+        } else if fits(self, p) {
             Some(p)
         } else {
             self.live_children(p).into_iter().find(|&c| fits(self, c))
@@ -331,6 +336,20 @@ impl<'a> Planner<'a> {
         false
     }
 
+    /// For a zombie session leader `k` (child of `p`) that will carry
+    /// siblings into its session: a sibling outside the session whose fd
+    /// table one of them shares, so that `k` is made in that table.
+    fn carrier_table(&self, p: i32, k: i32) -> Option<i32> {
+        if !self.t.procs[&k].zombie || !self.is_leader(k) {
+            return None;
+        }
+        let kids = self.children.get(&p)?;
+        kids.iter()
+            .filter(|&&y| y != k && !self.is_leader(y) && self.birth(y) == Some(k))
+            .flat_map(|&y| self.t.table_of(y))
+            .find(|m| kids.contains(m) && self.birth(*m) != Some(k) && *m != k)
+    }
+
     /// The fd table `p` uses now (helpers share their parent's).
     fn table_group(&self, p: i32) -> i32 {
         self.table_alias.get(&p).copied().unwrap_or(p)
@@ -385,37 +404,45 @@ impl<'a> Planner<'a> {
     /// Creates the children of `x` (just created).
     fn build(&mut self, x: i32) -> Result<(), String> {
         let kids = self.children.get(&x).cloned().unwrap_or_default();
-        let mut done = BTreeSet::new();
         if self.is_leader(x) && x != 1 {
             if let Some(&b) = self.born_in.get(&x) {
                 // Still in session b: its children of b first.
-                for &k in &kids {
-                    if self.birth(k) == Some(b) {
-                        self.spawn(x, k)?;
-                        done.insert(k);
-                    }
-                }
+                let (first, rest): (Vec<i32>, Vec<i32>) = kids
+                    .iter()
+                    .copied()
+                    .partition(|&k| self.birth(k) == Some(b));
+                self.create_kids(x, first, &kids)?;
+                self.push(x, Op::Setsid);
+                self.cur.insert(x, x);
+                return self.create_kids(x, rest, &kids);
             }
             self.push(x, Op::Setsid);
             self.cur.insert(x, x);
         }
+        self.create_kids(x, kids.clone(), &kids)
+    }
+
+    /// Creates `batch`, some of the children `kids` of `x`, in an order
+    /// that lets each find its creator.
+    fn create_kids(&mut self, x: i32, batch: Vec<i32>, kids: &[i32]) -> Result<(), String> {
         // Leaders before the rest: they may carry their sessions. Among
         // leaders, those some other child's birth needs come first. A
         // child that cannot be made yet (its fd table's mate is not there)
         // waits for one that can.
-        let mut order: Vec<i32> = kids.iter().copied().filter(|k| !done.contains(k)).collect();
+        let mut order: Vec<i32> = batch;
         let needed: BTreeSet<i32> = order.iter().filter_map(|&k| self.birth(k)).collect();
         // A free leader sharing an fd table with a sibling comes after it:
         // the sibling, bound to its session, makes it (CLONE_PARENT |
         // CLONE_FILES) before it leaves with setsid.
         let kidset: BTreeSet<i32> = kids.iter().copied().collect();
         let follows = |k: i32| {
-            self.is_leader(k)
-                && self.t.table_of(k).iter().any(|&m| {
-                    m != k
-                        && kidset.contains(&m)
-                        && self.birth(k).is_none_or(|b| self.birth(m) == Some(b))
-                })
+            self.carrier_table(x, k).is_some()
+                || self.is_leader(k)
+                    && self.t.table_of(k).iter().any(|&m| {
+                        m != k
+                            && kidset.contains(&m)
+                            && self.birth(k).is_none_or(|b| self.birth(m) == Some(b))
+                    })
         };
         order.sort_by_key(|&k| {
             (
@@ -435,7 +462,16 @@ impl<'a> Planner<'a> {
         };
         let mut deferred = vec![];
         while !order.is_empty() {
-            let i = match order.iter().position(|&k| self.feasible(x, k)) {
+            // A zombie carrier waits for the sibling whose table it must
+            // join, when that sibling comes in this batch.
+            let blocked = |pl: &Self, k: i32, order: &[i32]| {
+                pl.carrier_table(x, k)
+                    .is_some_and(|m| !pl.cur.contains_key(&m) && order.contains(&m))
+            };
+            let i = match order
+                .iter()
+                .position(|&k| !blocked(self, k, &order) && self.feasible(x, k))
+            {
                 Some(i) => i,
                 None => match order.iter().position(|&k| waits(self, k)) {
                     Some(i) => {
@@ -711,7 +747,18 @@ pub fn plan(t: &Target) -> Result<Plan, String> {
             + 1,
     };
     pl.prepass()?;
-    pl.build(1)?;
+    if let Err(e) = pl.build(1) {
+        if std::env::var_os("DUMPER_PLAN_DEBUG").is_some() {
+            for st in &pl.steps {
+                eprintln!("  so far: {st}");
+            }
+            eprintln!(
+                "  born_in {:?} helpers {:?} via {:?}",
+                pl.born_in, pl.session_helper, pl.reparent_via
+            );
+        }
+        return Err(e);
+    }
     pl.groups()?;
     pl.files();
     pl.finish();
