@@ -412,6 +412,28 @@ impl<'a> Planner<'a> {
                     .copied()
                     .partition(|&k| self.birth(k) == Some(b));
                 self.create_kids(x, first, &kids)?;
+                // Siblings that share its fd table and can be born in b
+                // are made by it now (CLONE_PARENT | CLONE_FILES): after
+                // its setsid nobody in b is in that table.
+                let p = self.t.procs[&x].ppid;
+                let sibs: Vec<i32> = self
+                    .children
+                    .get(&p)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|&m| {
+                        m != x
+                            && !self.cur.contains_key(&m)
+                            && self.t.table_of(m).contains(&x)
+                            && self.birth(m).is_none_or(|s| s == b)
+                    })
+                    .collect();
+                for m in sibs {
+                    if !self.cur.contains_key(&m) {
+                        self.spawn(p, m)?;
+                    }
+                }
                 self.push(x, Op::Setsid);
                 self.cur.insert(x, x);
                 return self.create_kids(x, rest, &kids);
@@ -461,7 +483,12 @@ impl<'a> Planner<'a> {
                 .is_some_and(|a| !pl.cur.contains_key(a))
         };
         let mut deferred = vec![];
-        while !order.is_empty() {
+        loop {
+            // Some may have been made meanwhile, by a sibling's build.
+            order.retain(|k| !self.cur.contains_key(k));
+            if order.is_empty() {
+                break;
+            }
             // A zombie carrier waits for the sibling whose table it must
             // join, when that sibling comes in this batch.
             let blocked = |pl: &Self, k: i32, order: &[i32]| {
@@ -485,7 +512,9 @@ impl<'a> Planner<'a> {
             self.spawn(x, k)?;
         }
         for k in deferred {
-            self.spawn(x, k)?;
+            if !self.cur.contains_key(&k) {
+                self.spawn(x, k)?;
+            }
         }
         Ok(())
     }
@@ -524,7 +553,14 @@ impl<'a> Planner<'a> {
         // the steps so far by the simulator would be slower; track here.
         let mut sim = super::sim::Sim::new();
         for s in &self.steps {
-            sim.apply(s).map_err(|e| format!("internal: {e}"))?;
+            if let Err(e) = sim.apply(s) {
+                if std::env::var_os("DUMPER_PLAN_DEBUG").is_some() {
+                    for st in &self.steps {
+                        eprintln!("  so far: {st}");
+                    }
+                }
+                return Err(unsupported(format!("internal: step {s}: {e}")));
+            }
         }
         for (pid, p) in &sim.procs {
             pgid.insert(*pid, p.pgid);
