@@ -122,9 +122,18 @@ impl<'a> Planner<'a> {
         }
         // p left session s with setsid after creating what it needed there.
         if self.is_leader(p) && p != 1 && !self.born_in.contains_key(&p) {
+            let saved = (
+                self.born_in.clone(),
+                self.session_helper.clone(),
+                self.reparent_via.clone(),
+            );
             self.born_in.insert(p, s);
             let pp = self.t.procs[&p].ppid;
-            return self.provide(pp, s, p);
+            if self.provide(pp, s, p).is_ok() {
+                return Ok(());
+            }
+            // Its parent cannot give it that birth: undo, try the rest.
+            (self.born_in, self.session_helper, self.reparent_via) = saved;
         }
         // A process of session s below p: a helper it forks makes the
         // child, and dies.
@@ -315,6 +324,18 @@ impl<'a> Planner<'a> {
         cands.into_iter().find(|&a| self.is_below(a, p))
     }
 
+    /// Whether `a` is a descendant of `p` in the target's tree.
+    fn final_below(&self, a: i32, p: i32) -> bool {
+        let mut up = self.t.procs[&a].ppid;
+        while up != 0 {
+            if up == p {
+                return true;
+            }
+            up = self.t.procs[&up].ppid;
+        }
+        false
+    }
+
     /// Whether made process `a` is a descendant of `p` now.
     fn is_below(&self, a: i32, p: i32) -> bool {
         let parent = |q: i32| {
@@ -434,6 +455,26 @@ impl<'a> Planner<'a> {
                         self.spawn(p, m)?;
                     }
                 }
+                // Processes of its table and of b whose parent is above it
+                // (orphans of a helper it forked): made through a dying
+                // helper now, for the same reason.
+                let orphans: Vec<i32> = self
+                    .t
+                    .table_of(x)
+                    .into_iter()
+                    .filter(|&m| {
+                        m != x
+                            && !self.cur.contains_key(&m)
+                            && self.birth(m).is_none_or(|s| s == b)
+                            && self.final_below(x, self.t.procs[&m].ppid)
+                    })
+                    .collect();
+                for m in orphans {
+                    if !self.cur.contains_key(&m) {
+                        let pm = self.t.procs[&m].ppid;
+                        self.via_dying_helper(pm, m, x, true)?;
+                    }
+                }
                 self.push(x, Op::Setsid);
                 self.cur.insert(x, x);
                 return self.create_kids(x, rest, &kids);
@@ -471,7 +512,7 @@ impl<'a> Planner<'a> {
                 follows(k),
                 !self.is_leader(k),
                 !needed.contains(&k),
-                self.birth(k).is_some(),
+                self.birth(k).is_none(),
                 k,
             )
         });
@@ -481,6 +522,11 @@ impl<'a> Planner<'a> {
             pl.birth(k)
                 .and_then(|s| pl.reparent_via.get(&(x, s)))
                 .is_some_and(|a| !pl.cur.contains_key(a))
+                // Or its fd table's first member is deeper in the tree:
+                // then a dying helper under that one makes it.
+                || pl.t.table_of(k).iter().any(|&m| {
+                    m != k && !pl.cur.contains_key(&m) && pl.final_below(m, x) && !pl.final_below(m, k)
+                })
         };
         let mut deferred = vec![];
         loop {
