@@ -71,15 +71,19 @@ fn random_reachable_states_are_planned_and_proven() {
     }
 }
 
-/// `PLAN_SEED=N cargo test -p dumper --test plan show_seed -- --nocapture`
-/// prints a generated state, the steps that made it and the planner's
-/// answer.
+/// `PLAN_SEED=N [PLAN_OPS=M] cargo test -p dumper --test plan show_seed --
+/// --nocapture` prints a generated state (M operations, default 60), the
+/// steps that made it and the planner's answer.
 #[test]
 fn show_seed() {
     let Some(seed) = std::env::var("PLAN_SEED").ok().and_then(|s| s.parse().ok()) else {
         return;
     };
-    let (t, steps) = gen::reachable(seed, 60);
+    let ops = std::env::var("PLAN_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let (t, steps) = gen::reachable(seed, ops);
     for s in &steps {
         eprintln!("  {s}");
     }
@@ -288,23 +292,5 @@ fn list_failures() {
     };
     for (s, e) in run(0..1000, ops) {
         eprintln!("FAIL {s}: {e}");
-    }
-}
-
-/// `PLAN_SEED=N PLAN_OPS=M ... show_long_seed`: show_seed for longer runs.
-#[test]
-fn show_long_seed() {
-    let (Some(seed), Some(ops)) = (
-        std::env::var("PLAN_SEED").ok().and_then(|s| s.parse().ok()),
-        std::env::var("PLAN_OPS").ok().and_then(|s| s.parse().ok()),
-    ) else {
-        return;
-    };
-    let (t, _) = gen::reachable(seed, ops);
-    for p in t.procs.values() {
-        eprintln!("{p:?} table {:?}", t.table_of(p.pid));
-    }
-    if let Err(e) = plan(&t) {
-        eprintln!("{e}");
     }
 }

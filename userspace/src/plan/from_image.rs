@@ -13,17 +13,7 @@ pub fn target(img: &Image) -> Result<Target, String> {
         return Err("the dump holds pid 1 itself: a namespace dump, which restores with --pidns (not planned here yet)".into());
     }
     let mut t = Target::default();
-    t.procs.insert(
-        1,
-        Proc {
-            pid: 1,
-            ppid: 0,
-            pgid: 1,
-            sid: 1,
-            zombie: false,
-            subreaper: false,
-        },
-    );
+    t.procs.insert(1, Proc::INIT);
     let root = img.manifest.root;
     let r = snap
         .task(root)

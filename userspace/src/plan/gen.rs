@@ -164,17 +164,7 @@ pub fn large(n: usize, fds: usize, seed: u64) -> Target {
     use super::target::{End, File, Kind, Proc};
     let mut r = Rng::new(seed);
     let mut t = Target::default();
-    t.procs.insert(
-        1,
-        Proc {
-            pid: 1,
-            ppid: 0,
-            pgid: 1,
-            sid: 1,
-            zombie: false,
-            subreaper: false,
-        },
-    );
+    t.procs.insert(1, Proc::INIT);
     for i in 2..=n as i32 {
         let ppid = 1 + r.below((i - 1) as usize) as i32;
         let parent = t.procs[&ppid];

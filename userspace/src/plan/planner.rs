@@ -196,17 +196,8 @@ impl<'a> Planner<'a> {
     fn spawn(&mut self, p: i32, x: i32) -> Result<(), String> {
         let table = self.t.table_of(x);
         let want = self.birth(x);
-        // x shares a table with a process already made: its creator must
-        // be in that table too (CLONE_FILES). Otherwise its table starts
-        // as a copy of its creator's, which is still empty.
-        let mate = table
-            .iter()
-            .copied()
-            .find(|m| *m != x && self.cur.contains_key(m));
-        let fits = |pl: &Self, c: i32| {
-            want.is_none_or(|s| pl.cur[&c] == s)
-                && mate.is_none_or(|m| pl.table_group(c) == pl.table_group(m))
-        };
+        let mate = self.mate(x);
+        let fits = |pl: &Self, c: i32| pl.can_create(x, c);
         let in_table = self
             .carrier_table(p, x)
             .filter(|m| self.cur.contains_key(m));
@@ -565,18 +556,30 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
+    /// A process already made that shares x's fd table: x's creator must
+    /// be in that table too (CLONE_FILES). Without one, x's table starts
+    /// as a copy of its creator's, which is still empty.
+    fn mate(&self, x: i32) -> Option<i32> {
+        self.t
+            .table_of(x)
+            .into_iter()
+            .find(|m| *m != x && self.cur.contains_key(m))
+    }
+
+    /// Whether made process `c` can create `x` now: it is in x's birth
+    /// session and in the fd table x shares.
+    fn can_create(&self, x: i32, c: i32) -> bool {
+        self.birth(x).is_none_or(|s| self.cur[&c] == s)
+            && self
+                .mate(x)
+                .is_none_or(|m| self.table_group(c) == self.table_group(m))
+    }
+
     /// Whether `spawn(p, x)` can succeed now.
     fn feasible(&self, p: i32, x: i32) -> bool {
-        let table = self.t.table_of(x);
         let want = self.birth(x);
-        let mate = table
-            .iter()
-            .copied()
-            .find(|m| *m != x && self.cur.contains_key(m));
-        let fits = |c: i32| {
-            want.is_none_or(|s| self.cur[&c] == s)
-                && mate.is_none_or(|m| self.table_group(c) == self.table_group(m))
-        };
+        let mate = self.mate(x);
+        let fits = |c: i32| self.can_create(x, c);
         if fits(p) || self.live_children(p).into_iter().any(fits) {
             return true;
         }

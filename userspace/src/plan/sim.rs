@@ -50,14 +50,7 @@ impl Sim {
             by_name: HashMap::new(),
             next: 1,
         };
-        s.add_proc(Proc {
-            pid: 1,
-            ppid: 0,
-            pgid: 1,
-            sid: 1,
-            zombie: false,
-            subreaper: false,
-        });
+        s.add_proc(Proc::INIT);
         let t = s.new_id();
         s.tables.insert(t, Table::new());
         s.table_of.insert(1, t);

@@ -89,6 +89,18 @@ pub struct Proc {
     pub subreaper: bool,
 }
 
+impl Proc {
+    /// pid 1 as every plan starts: parent 0, its own group and session.
+    pub const INIT: Proc = Proc {
+        pid: 1,
+        ppid: 0,
+        pgid: 1,
+        sid: 1,
+        zombie: false,
+        subreaper: false,
+    };
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct File {
     pub kind: Kind,
