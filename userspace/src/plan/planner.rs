@@ -217,7 +217,7 @@ impl<'a> Planner<'a> {
             Some(c) => c,
             None => {
                 let s = want.unwrap_or(self.cur[&p]);
-                let h = self.session_carrier(p, s)?;
+                let h = self.session_carrier(p, s, x)?;
                 if !fits(self, h) {
                     return Err(unsupported(format!(
                         "process {x} shares its fd table with {table:?} but must be born in session {s}, which no process of that table under {p} is in"
@@ -389,10 +389,10 @@ impl<'a> Planner<'a> {
     /// The helper that carries session `s` under `p`, made on first use.
     /// It shares `p`'s fd table, so that it can make children that share
     /// it too.
-    fn session_carrier(&mut self, p: i32, s: i32) -> Result<i32, String> {
+    fn session_carrier(&mut self, p: i32, s: i32, x: i32) -> Result<i32, String> {
         if self.session_helper.get(&s) != Some(&p) {
             return Err(unsupported(format!(
-                "no child of {p} is in session {s} to create its children there"
+                "no child of {p} is in session {s} to create its child {x} there"
             )));
         }
         if !self.cur.contains_key(&s) {
