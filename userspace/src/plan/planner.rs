@@ -189,6 +189,47 @@ impl<'a> Planner<'a> {
         for (_, p, s, why) in needs {
             self.provide(p, s, why)?;
         }
+        // A leader sharing its fd table with an orphan of another session
+        // (its parent above the leader) made it through a dying helper
+        // before its setsid: it was born in that session.
+        let leaders: Vec<i32> = self
+            .t
+            .procs
+            .values()
+            .filter(|x| x.pid != 1 && x.sid == x.pid && !self.born_in.contains_key(&x.pid))
+            .map(|x| x.pid)
+            // Not a carrier of its own session for its siblings: its
+            // birth must not wait for anything then.
+            .filter(|&x| {
+                let pp = self.t.procs[&x].ppid;
+                !self
+                    .children
+                    .get(&pp)
+                    .into_iter()
+                    .flatten()
+                    .any(|&y| y != x && self.sid(y) == x)
+            })
+            .collect();
+        for x in leaders {
+            let orphan = self.t.table_of(x).into_iter().find(|&m| {
+                m != x
+                    && !self.is_leader(m)
+                    && self.sid(m) != x
+                    && self.final_below(x, self.t.procs[&m].ppid)
+            });
+            if let Some(m) = orphan {
+                let s = self.sid(m);
+                let saved = (
+                    self.born_in.clone(),
+                    self.session_helper.clone(),
+                    self.reparent_via.clone(),
+                );
+                self.born_in.insert(x, s);
+                if self.provide(self.t.procs[&x].ppid, s, x).is_err() {
+                    (self.born_in, self.session_helper, self.reparent_via) = saved;
+                }
+            }
+        }
         Ok(())
     }
 
