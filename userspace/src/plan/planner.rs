@@ -141,6 +141,14 @@ impl<'a> Planner<'a> {
             self.reparent_via.insert((p, s), a);
             return Ok(());
         }
+        // The session's helper, made further down under q, is a process of
+        // s below p too.
+        if let Some(&q) = self.session_helper.get(&s) {
+            if self.final_below(q, p) {
+                self.reparent_via.insert((p, s), s);
+                return Ok(());
+            }
+        }
         Err(unsupported(format!(
             "process {why} (session {s}) has parent {p} in session {}, and no way into session {s} from {p}: its leader is {} and {p} cannot have been born in it",
             self.sid(p),
@@ -157,15 +165,18 @@ impl<'a> Planner<'a> {
             .filter(|a| a.sid == s && a.pid != x)
             .map(|a| a.pid)
             .find(|&a| {
-                let mut up = self.t.procs[&a].ppid;
-                let mut in_x = false;
+                // The path up from a to p, and the child of p it enters by:
+                // not x's subtree, and not a child of p that itself needs a
+                // way into s from p.
+                let (mut up, mut below) = (self.t.procs[&a].ppid, a);
                 while up != 0 {
-                    if up == x {
-                        in_x = true;
+                    if up == x || below == x {
+                        return false;
                     }
                     if up == p {
-                        return !in_x;
+                        return !(self.sid(below) == s && !self.is_leader(below));
                     }
+                    below = up;
                     up = self.t.procs[&up].ppid;
                 }
                 false
