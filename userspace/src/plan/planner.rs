@@ -174,7 +174,7 @@ impl<'a> Planner<'a> {
                         return false;
                     }
                     if up == p {
-                        return !(self.sid(below) == s && !self.is_leader(below));
+                        return self.sid(below) != s || self.is_leader(below);
                     }
                     below = up;
                     up = self.t.procs[&up].ppid;
