@@ -408,9 +408,21 @@ impl<'a> Planner<'a> {
             return None;
         }
         let kids = self.children.get(&p)?;
+        // Those it carries: its siblings of its session, and the orphans
+        // it makes through dying helpers for parents above.
+        let carries_orphans = self.reparent_via.values().any(|&a| a == k);
+        let orphans = self
+            .t
+            .procs
+            .values()
+            .filter(|_| carries_orphans)
+            .filter(|y| y.sid == k && y.pid != k && self.reparent_via.get(&(y.ppid, k)) == Some(&k))
+            .map(|y| y.pid);
         kids.iter()
-            .filter(|&&y| y != k && !self.is_leader(y) && self.birth(y) == Some(k))
-            .flat_map(|&y| self.t.table_of(y))
+            .copied()
+            .filter(|&y| y != k && !self.is_leader(y) && self.birth(y) == Some(k))
+            .chain(orphans)
+            .flat_map(|y| self.t.table_of(y))
             .find(|m| kids.contains(m) && self.birth(*m) != Some(k) && *m != k)
     }
 
