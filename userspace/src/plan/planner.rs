@@ -596,10 +596,9 @@ impl<'a> Planner<'a> {
                 pl.carrier_table(x, k)
                     .is_some_and(|m| !pl.cur.contains_key(&m) && order.contains(&m))
             };
-            let i = match order
-                .iter()
-                .position(|&k| !blocked(self, k, &order) && self.feasible(x, k))
-            {
+            let i = match order.iter().position(|&k| {
+                !blocked(self, k, &order) && !self.must_wait(x, k) && self.feasible(x, k)
+            }) {
                 Some(i) => i,
                 None => match order.iter().position(|&k| waits(self, k)) {
                     Some(i) => {
@@ -637,6 +636,31 @@ impl<'a> Planner<'a> {
             && self
                 .mate(x)
                 .is_none_or(|m| self.table_group(c) == self.table_group(m))
+    }
+
+    /// Whether child `k` of `x` must wait for a deeper member `m` of its
+    /// fd table: m's parent has no process of that table near it to make
+    /// m from, so k has to be made from m's side (a dying helper m forks).
+    fn must_wait(&self, x: i32, k: i32) -> bool {
+        let table = self.t.table_of(k);
+        let bk = self.birth(k);
+        table.iter().any(|&m| {
+            if m == k
+                || self.cur.contains_key(&m)
+                || !self.final_below(m, x)
+                || self.final_below(m, k)
+            {
+                return false;
+            }
+            let pm = self.t.procs[&m].ppid;
+            let reachable = table.iter().any(|&o| {
+                o != m && (o == pm || self.t.procs[&o].ppid == pm || self.final_below(o, pm))
+            });
+            let same_birth = bk.is_some()
+                && (self.birth(m) == bk
+                    || (self.is_leader(m) && self.born_in.get(&m).copied() == bk));
+            !reachable && same_birth
+        })
     }
 
     /// Whether `spawn(p, x)` can succeed now.
