@@ -1,7 +1,7 @@
 //! A target from a dump's images (`dumper plan -D DIR`): the dumped tree
 //! under a pid 1 that stands for the restorer.
 
-use super::target::{End, File, Kind, Proc, Target};
+use super::target::{File, Kind, Proc, Target};
 use crate::image::read::Image;
 use crate::model::FileType;
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,14 +56,7 @@ pub fn target(img: &Image) -> Result<Target, String> {
                     e.0 = Some(id.clone());
                 }
             } else {
-                t.files.insert(
-                    id.clone(),
-                    File {
-                        kind: Kind::Reg,
-                        end: None,
-                        peer: None,
-                    },
-                );
+                t.files.insert(id.clone(), File::REG);
             }
             fds.insert(f.fd, id);
         }
@@ -74,22 +67,7 @@ pub fn target(img: &Image) -> Result<Target, String> {
     for (ino, (r, w)) in pipe_ends {
         let r = r.unwrap_or_else(|| format!("pipe{ino}r"));
         let w = w.unwrap_or_else(|| format!("pipe{ino}w"));
-        t.files.insert(
-            r.clone(),
-            File {
-                kind: Kind::Pipe,
-                end: Some(End::Read),
-                peer: Some(w.clone()),
-            },
-        );
-        t.files.insert(
-            w.clone(),
-            File {
-                kind: Kind::Pipe,
-                end: Some(End::Write),
-                peer: Some(r),
-            },
-        );
+        t.files.extend(File::pair(Kind::Pipe, &r, &w));
     }
     // Threads share their process's table; processes do not share tables
     // in the model's snapshot (CLONE_FILES between processes is not

@@ -161,7 +161,7 @@ pub fn reachable_from(choices: &[u64]) -> (Target, Vec<Step>) {
 /// its descendants in its session, groups of ten, `fds` fds per process
 /// (files of their own, and pipes shared with the parent).
 pub fn large(n: usize, fds: usize, seed: u64) -> Target {
-    use super::target::{End, File, Kind, Proc};
+    use super::target::{File, Kind, Proc};
     let mut r = Rng::new(seed);
     let mut t = Target::default();
     t.procs.insert(1, Proc::INIT);
@@ -191,14 +191,7 @@ pub fn large(n: usize, fds: usize, seed: u64) -> Target {
         let mut m = std::collections::BTreeMap::new();
         for k in 0..fds as u32 {
             let id = format!("r{i}.{k}");
-            t.files.insert(
-                id.clone(),
-                File {
-                    kind: Kind::Reg,
-                    end: None,
-                    peer: None,
-                },
-            );
+            t.files.insert(id.clone(), File::REG);
             m.insert(k + 3, id);
         }
         t.fds.insert(i, m);
@@ -206,22 +199,7 @@ pub fn large(n: usize, fds: usize, seed: u64) -> Target {
     // A pipe between each process and its parent: read end in the child.
     for i in 2..=n as i32 {
         let (a, b) = (format!("p{i}r"), format!("p{i}w"));
-        t.files.insert(
-            a.clone(),
-            File {
-                kind: Kind::Pipe,
-                end: Some(End::Read),
-                peer: Some(b.clone()),
-            },
-        );
-        t.files.insert(
-            b.clone(),
-            File {
-                kind: Kind::Pipe,
-                end: Some(End::Write),
-                peer: Some(a.clone()),
-            },
-        );
+        t.files.extend(File::pair(Kind::Pipe, &a, &b));
         t.fds.get_mut(&i).unwrap().insert(0, a);
         let pp = t.procs[&i].ppid;
         let fd = 1000 + i as u32;

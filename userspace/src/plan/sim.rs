@@ -285,14 +285,7 @@ impl Sim {
             }
             Op::Open { file, fd } => {
                 self.free_fd(p.pid, *fd)?;
-                let d = self.new_desc(
-                    file,
-                    File {
-                        kind: Kind::Reg,
-                        end: None,
-                        peer: None,
-                    },
-                )?;
+                let d = self.new_desc(file, File::REG)?;
                 self.install(p.pid, *fd, d);
                 Ok(())
             }
@@ -307,23 +300,9 @@ impl Sim {
                     return Err(format!("file {f} already exists"));
                 }
                 let kind = if pipe { Kind::Pipe } else { Kind::Socket };
-                let end = |e| pipe.then_some(e);
-                let a = self.new_desc(
-                    &files[0],
-                    File {
-                        kind,
-                        end: end(End::Read),
-                        peer: Some(files[1].clone()),
-                    },
-                )?;
-                let b = self.new_desc(
-                    &files[1],
-                    File {
-                        kind,
-                        end: end(End::Write),
-                        peer: Some(files[0].clone()),
-                    },
-                )?;
+                let [(na, fa), (nb, fb)] = File::pair(kind, &files[0], &files[1]);
+                let a = self.new_desc(&na, fa)?;
+                let b = self.new_desc(&nb, fb)?;
                 self.install(p.pid, fds[0], a);
                 self.install(p.pid, fds[1], b);
                 Ok(())

@@ -108,6 +108,38 @@ pub struct File {
     pub peer: Option<String>,
 }
 
+impl File {
+    pub const REG: File = File {
+        kind: Kind::Reg,
+        end: None,
+        peer: None,
+    };
+
+    /// The two peer descriptions of a pipe (`a` the read end, `b` the
+    /// write end) or of a socket pair.
+    pub fn pair(kind: Kind, a: &str, b: &str) -> [(String, File); 2] {
+        let end = |e| (kind == Kind::Pipe).then_some(e);
+        [
+            (
+                a.to_string(),
+                File {
+                    kind,
+                    end: end(End::Read),
+                    peer: Some(b.to_string()),
+                },
+            ),
+            (
+                b.to_string(),
+                File {
+                    kind,
+                    end: end(End::Write),
+                    peer: Some(a.to_string()),
+                },
+            ),
+        ]
+    }
+}
+
 /// A validated target.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Target {
