@@ -6,7 +6,7 @@
 //! left stopped.
 
 use crate::collect::{proc::resolve_tgid, proc::tree_pids, CollectError};
-use crate::ptrace::{errno, request as ptrace};
+use crate::ptrace::{request as ptrace, wait_stop};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -46,27 +46,6 @@ fn tree_threads(root: i32) -> Vec<i32> {
         }
     }
     out
-}
-
-/// Waits for `tid`'s next stop for up to `timeout`: Ok(Some(status)), or
-/// Ok(None) on time-out.
-fn wait_stop(tid: i32, timeout: Duration) -> Result<Option<i32>, i32> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut status = 0;
-        // SAFETY: waiting for our own tracee.
-        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
-        if r == tid {
-            return Ok(Some(status));
-        }
-        if r < 0 {
-            return Err(errno());
-        }
-        if Instant::now() > deadline {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_micros(100));
-    }
 }
 
 /// True when `tid` is gone or a zombie.

@@ -46,6 +46,34 @@ unsafe fn raw(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> Result<l
     }
 }
 
+/// Waits for `tid`'s next stop for up to `timeout`: Ok(Some(status)), or
+/// Ok(None) on time-out. Polls (WNOHANG) so that a thread that never
+/// stops cannot hang dumper: yielding for the first millisecond, where a
+/// resumed thread's syscall stop almost always arrives, then sleeping.
+pub fn wait_stop(tid: i32, timeout: Duration) -> Result<Option<i32>, i32> {
+    let start = Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for our own tracee.
+        let r = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
+        if r == tid {
+            return Ok(Some(status));
+        }
+        if r < 0 {
+            return Err(errno());
+        }
+        let waited = start.elapsed();
+        if waited > timeout {
+            return Ok(None);
+        }
+        if waited < Duration::from_millis(1) {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+}
+
 /// Requests that take integers only (SEIZE, INTERRUPT, DETACH, SYSCALL).
 pub fn request(req: libc::c_uint, tid: i32, data: libc::c_long) -> Result<(), i32> {
     // SAFETY: addr is null and data an integer for these requests.
@@ -273,21 +301,9 @@ impl Remote {
         loop {
             request(libc::PTRACE_SYSCALL, self.tid, sig)?;
             sig = 0;
-            let status = loop {
-                let mut status = 0;
-                // SAFETY: waiting for our own tracee.
-                let w =
-                    unsafe { libc::waitpid(self.tid, &mut status, libc::__WALL | libc::WNOHANG) };
-                if w == self.tid {
-                    break status;
-                }
-                if w < 0 {
-                    return Err(errno());
-                }
-                if Instant::now() > deadline {
-                    return Err(libc::ETIMEDOUT);
-                }
-                std::thread::yield_now();
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(status) = wait_stop(self.tid, left)? else {
+                return Err(libc::ETIMEDOUT);
             };
             if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
                 self.dirty = false;
