@@ -686,18 +686,12 @@ impl<'a> Planner<'a> {
             groups.entry(p.pgid).or_default().push(p.pid);
         }
         let mut pgid: HashMap<i32, i32> = HashMap::new();
-        // Current groups: what each process inherited. Recomputed from
-        // the steps so far by the simulator would be slower; track here.
+        // Current groups: what each process inherited, from a replay of
+        // the steps so far.
         let mut sim = super::sim::Sim::new();
         for s in &self.steps {
-            if let Err(e) = sim.apply(s) {
-                if std::env::var_os("DUMPER_PLAN_DEBUG").is_some() {
-                    for st in &self.steps {
-                        eprintln!("  so far: {st}");
-                    }
-                }
-                return Err(unsupported(format!("internal: step {s}: {e}")));
-            }
+            sim.apply(s)
+                .map_err(|e| unsupported(format!("internal: step {s}: {e}")))?;
         }
         for (pid, p) in &sim.procs {
             pgid.insert(*pid, p.pgid);
@@ -920,7 +914,8 @@ pub fn plan(t: &Target) -> Result<Plan, String> {
             + 1,
     };
     pl.prepass()?;
-    if let Err(e) = pl.build(1) {
+    if let Err(e) = pl.build(1).and_then(|()| pl.groups()) {
+        // DUMPER_PLAN_DEBUG=1: what was made before the refusal.
         if std::env::var_os("DUMPER_PLAN_DEBUG").is_some() {
             for st in &pl.steps {
                 eprintln!("  so far: {st}");
@@ -932,7 +927,6 @@ pub fn plan(t: &Target) -> Result<Plan, String> {
         }
         return Err(e);
     }
-    pl.groups()?;
     pl.files();
     pl.finish();
     let plan = Plan {
