@@ -188,16 +188,8 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
         root,
         files: vec![],
     };
-    report.dir = dir.commit(manifest)?;
+    (report.dir, report.image_bytes) = dir.commit(manifest)?;
     report.write_ns = ns(tw.elapsed());
-    report.image_bytes = std::fs::read_dir(&report.dir)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0);
     if let Some(frozen) = frozen {
         // The images are on disk: the tree may go (CRIU's convention).
         frozen.kill_all();

@@ -20,6 +20,14 @@ pub struct ImageDir {
     done: bool,
 }
 
+/// The directory `target` is made in.
+fn parent_of(target: &Path) -> PathBuf {
+    match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 fn fsync_dir(p: &Path) -> Result<(), ImageError> {
     File::open(p)
         .and_then(|d| d.sync_all())
@@ -48,10 +56,7 @@ impl ImageDir {
             .ok_or_else(|| ImageError::bad(shown, "names no directory"))?
             .to_string_lossy()
             .into_owned();
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let parent = parent_of(target);
         std::fs::create_dir_all(&parent).map_err(|e| ImageError::io(parent.display(), e))?;
         let tmp = parent.join(format!(".{name}.dumper-{}.tmp", std::process::id()));
         // A leftover of a run whose janitor could not finish (a reboot).
@@ -91,23 +96,20 @@ impl ImageDir {
     }
 
     /// Writes the manifest (with every file's checksum), syncs, and renames
-    /// the directory into place.
-    pub fn commit(mut self, mut manifest: Manifest) -> Result<PathBuf, ImageError> {
+    /// the directory into place; the directory and the bytes in it.
+    pub fn commit(mut self, mut manifest: Manifest) -> Result<(PathBuf, u64), ImageError> {
         manifest.files = std::mem::take(&mut self.files);
         let mut w = self.raw(MANIFEST)?;
         w.write(&encode(Kind::Manifest, &manifest))?;
+        let bytes = w.size + manifest.files.iter().map(|f| f.size).sum::<u64>();
         w.f.sync_all().map_err(|e| ImageError::io(MANIFEST, e))?;
         fsync_dir(&self.tmp)?;
         // rename(2) replaces an empty directory, never a full one.
         std::fs::rename(&self.tmp, &self.target)
             .map_err(|e| ImageError::io(self.target.display(), e))?;
         self.done = true;
-        let parent = match self.target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        fsync_dir(&parent)?;
-        Ok(self.target.clone())
+        fsync_dir(&parent_of(&self.target))?;
+        Ok((self.target.clone(), bytes))
     }
 }
 
