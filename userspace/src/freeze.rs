@@ -7,7 +7,7 @@
 
 use crate::collect::{proc::resolve_tgid, proc::tree_pids, CollectError};
 use crate::ptrace::{request as ptrace, wait_stop};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 const PTRACE_EVENT_STOP: i32 = 128;
@@ -24,6 +24,9 @@ pub struct Frozen {
     extra: Vec<(i32, i32)>,
     /// tid → signal of threads found in a job-control stop.
     job_stopped: HashMap<i32, i32>,
+    /// pid → stack pages that system calls run in the tree made present
+    /// (see [`crate::remote::Ran`]): zero, and not to be saved.
+    scratch_pages: HashMap<i32, HashSet<u64>>,
     /// When the first thread was stopped.
     since: Instant,
 }
@@ -77,6 +80,7 @@ impl Frozen {
             tids: HashMap::new(),
             extra: vec![],
             job_stopped: HashMap::new(),
+            scratch_pages: HashMap::new(),
             since: Instant::now(),
         };
         // New threads and children can appear until their creators stop.
@@ -197,6 +201,17 @@ impl Frozen {
                 _ => self.extra.push((tid, sig)),
             }
         }
+    }
+
+    /// Notes pages of process `pid` that dumper's own system calls in it
+    /// made present: zero-filled, not the tree's memory.
+    pub fn not_the_trees(&mut self, pid: i32, pages: Vec<u64>) {
+        self.scratch_pages.entry(pid).or_default().extend(pages);
+    }
+
+    /// What [`Frozen::not_the_trees`] noted.
+    pub fn scratch_pages(&self) -> &HashMap<i32, HashSet<u64>> {
+        &self.scratch_pages
     }
 
     /// SIGKILLs every process of the frozen tree (the end of a dump that

@@ -15,6 +15,7 @@ pub mod image;
 pub mod model;
 pub mod plan;
 pub mod ptrace;
+pub mod remote;
 pub mod sample;
 
 /// The build script's BTF reader, included here so its unit tests run with

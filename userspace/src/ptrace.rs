@@ -1,6 +1,6 @@
 //! ptrace requests on frozen (seized and stopped) threads: registers,
-//! extended state, rseq configuration, queued siginfo, and system calls
-//! run inside a stopped thread ([`Remote`]).
+//! extended state, rseq configuration, queued siginfo. System calls run
+//! inside a stopped thread are [`crate::remote`]'s.
 //!
 //! x86-64 only, like the rest of dumper.
 
@@ -229,122 +229,6 @@ pub fn resume_regs(r: &Regs) -> Regs {
     r
 }
 
-/// How long a thread may take to reach a syscall stop.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// System calls run inside a stopped thread: its registers are pointed at
-/// a `syscall` instruction of its own memory (from its vdso), it is
-/// resumed to the syscall's entry and exit stops, and the result read
-/// back. Drop puts back the registers it resumes with ([`resume_regs`]).
-///
-/// Terminal signals to dumper (SIGINT, SIGTERM, SIGHUP, SIGQUIT) are
-/// blocked while a Remote lives, so they act only once the thread's
-/// registers are its own again. Only a SIGKILL of dumper in that window
-/// leaves the thread with borrowed registers: the bpf collector needs no
-/// Remote, which is why it is the one for trees that must not be touched.
-pub struct Remote {
-    tid: i32,
-    saved: Regs,
-    syscall_at: u64,
-    dirty: bool,
-    old_mask: libc::sigset_t,
-    /// Signals that arrived while resumed, for the freezer to deliver at
-    /// release.
-    pub caught: Vec<i32>,
-}
-
-impl Remote {
-    /// Takes over stopped thread `tid`; `syscall_at` is the address of a
-    /// `syscall` instruction (0f 05) in its address space.
-    pub fn new(tid: i32, syscall_at: u64) -> Result<Remote, i32> {
-        // SAFETY: sigset manipulation on locals.
-        let old_mask = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-                libc::sigaddset(&mut set, s);
-            }
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-            old
-        };
-        let mut r = Remote {
-            tid,
-            saved: unsafe { std::mem::zeroed() },
-            syscall_at,
-            dirty: false,
-            old_mask,
-            caught: vec![],
-        };
-        r.saved = regs(tid)?;
-        Ok(r)
-    }
-
-    /// Runs system call `nr` with `args` in the thread; its return value
-    /// (a negative errno on failure).
-    pub fn syscall(&mut self, nr: libc::c_long, args: [u64; 6]) -> Result<i64, i32> {
-        let mut r = self.saved;
-        r.rip = self.syscall_at;
-        r.rax = nr as u64;
-        r.orig_rax = u64::MAX;
-        [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9] = args;
-        set_regs(self.tid, &r)?;
-        self.dirty = true;
-        self.resume_to_syscall_stop()?;
-        self.resume_to_syscall_stop()?;
-        Ok(regs(self.tid)?.rax as i64)
-    }
-
-    fn resume_to_syscall_stop(&mut self) -> Result<(), i32> {
-        let mut sig = 0;
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            request(libc::PTRACE_SYSCALL, self.tid, sig)?;
-            sig = 0;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Some(status) = wait_stop(self.tid, left)? else {
-                return Err(libc::ETIMEDOUT);
-            };
-            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-                self.dirty = false;
-                return Err(libc::ESRCH);
-            }
-            let stopsig = libc::WSTOPSIG(status);
-            if stopsig == libc::SIGTRAP | 0x80 {
-                return Ok(());
-            }
-            // A signal-delivery stop: hold the signal for the release. (A
-            // PTRACE_EVENT_STOP just resumes.)
-            if status >> 16 == 0 && stopsig != libc::SIGTRAP {
-                self.caught.push(stopsig);
-            }
-        }
-    }
-
-    /// Puts the thread's registers back; Drop does the same, ignoring
-    /// errors.
-    pub fn finish(mut self) -> Result<Vec<i32>, i32> {
-        self.restore()?;
-        Ok(std::mem::take(&mut self.caught))
-    }
-
-    fn restore(&mut self) -> Result<(), i32> {
-        if self.dirty {
-            self.dirty = false;
-            set_regs(self.tid, &resume_regs(&self.saved))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Remote {
-    fn drop(&mut self) {
-        let _ = self.restore();
-        // SAFETY: restoring the mask saved in new().
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.old_mask, std::ptr::null_mut()) };
-    }
-}
-
 /// Copies `len` bytes at `addr` of process `pid` with process_vm_readv.
 pub fn read_mem(pid: i32, addr: u64, len: usize) -> Result<Vec<u8>, i32> {
     let mut buf = vec![0u8; len];
@@ -363,15 +247,6 @@ pub fn read_mem(pid: i32, addr: u64, len: usize) -> Result<Vec<u8>, i32> {
     }
     buf.truncate(n as usize);
     Ok(buf)
-}
-
-/// The address of a `syscall` instruction in `[start, end)` of `pid`.
-pub fn find_syscall_insn(pid: i32, start: u64, end: u64) -> Result<u64, i32> {
-    let code = read_mem(pid, start, (end - start) as usize)?;
-    code.windows(2)
-        .position(|w| w == [0x0f, 0x05])
-        .map(|i| start + i as u64)
-        .ok_or(libc::ENOENT)
 }
 
 #[cfg(test)]

@@ -2,9 +2,8 @@
 //! fields, exit code), auxv, limits, personality and each thread's status
 //! (signal masks), PTRACE_GET_RSEQ_CONFIGURATION, and, for what no file
 //! shows (signal handlers, sigaltstack, the current brk), system calls
-//! run inside the stopped threads ([`Remote`]): rt_sigaction, sigaltstack
-//! and brk write into a scratch page mmap'ed into the process for the
-//! purpose and unmapped again before the process runs.
+//! run inside the stopped threads by a stub that finishes by itself if
+//! dumper dies ([`crate::remote`]): rt_sigaction, sigaltstack and brk.
 
 use super::bpf_detail::auxv_until_null;
 use super::CollectError;
@@ -12,23 +11,20 @@ use crate::freeze::Frozen;
 use crate::model::{
     AltStack, MmFields, Rlimit, SigAction, Task, TaskDetail, ThreadDetail, NLIMITS, NSIG,
 };
-use crate::ptrace::{self, Remote};
+use crate::ptrace;
+use crate::remote::{self, Arg, Call, Stub};
 use std::collections::HashMap;
 
-const PAGE: u64 = 4096;
 const SS_ONSTACK: u32 = 1;
 
 /// Fills `detail` for every task of `snap` from /proc and the frozen
 /// threads.
 pub fn fill(tasks: &mut [Task], frozen: &mut Frozen) -> Result<(), CollectError> {
-    // One vdso image per boot: where its syscall instruction sits is
-    // found once and reused at each process's vdso address.
-    let mut insn_offset: Option<u64> = None;
     for t in tasks.iter_mut() {
         if t.kthread {
             continue;
         }
-        t.detail = Some(task_detail(t, frozen, &mut insn_offset)?);
+        t.detail = Some(task_detail(t, frozen)?);
     }
     Ok(())
 }
@@ -53,11 +49,7 @@ fn status_mask(status: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn task_detail(
-    t: &Task,
-    frozen: &mut Frozen,
-    insn_offset: &mut Option<u64>,
-) -> Result<TaskDetail, CollectError> {
+fn task_detail(t: &Task, frozen: &mut Frozen) -> Result<TaskDetail, CollectError> {
     let pid = t.pid;
     let stat = procfs::process::Process::new(pid)
         .and_then(|p| p.stat())
@@ -106,108 +98,91 @@ fn task_detail(
                 "process {pid} has no [vdso] mapping to run system calls from: dump it with --collect=bpf"
             ))
         })?;
-    let at = match *insn_offset {
-        Some(off) => vdso.start + off,
-        None => {
-            let a = ptrace::find_syscall_insn(pid, vdso.start, vdso.end)
-                .map_err(|e| kernel(pid, "finding a syscall instruction in the vdso", e))?;
-            *insn_offset = Some(a - vdso.start);
-            a
-        }
-    };
     let threads = t.threads.clone();
     let leader = threads
         .first()
         .copied()
         .filter(|&x| x == pid)
         .unwrap_or(pid);
-
-    // The leader maps the scratch page and runs the process-wide calls.
-    let mut remote = Remote::new(leader, at).map_err(|e| kernel(pid, "taking registers", e))?;
-    let call = |r: &mut Remote, nr: libc::c_long, args: [u64; 6], what: &str| {
-        r.syscall(nr, args).map_err(|e| kernel(pid, what, e))
+    // A thread's stack must lie in one private writable mapping.
+    let floor = |addr: u64| {
+        t.vmas
+            .iter()
+            .find(|v| v.start <= addr && addr < v.end)
+            .filter(|v| v.prot.read && v.prot.write && !v.shared)
+            .map(|v| v.start)
     };
-    let scratch = call(
-        &mut remote,
-        libc::SYS_mmap,
-        [
-            0,
-            PAGE * 2,
-            (libc::PROT_READ | libc::PROT_WRITE) as u64,
-            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-            u64::MAX,
-            0,
-        ],
-        "mmap of a scratch page",
-    )?;
-    if !(0..(1i64 << 47)).contains(&scratch) {
-        return Err(kernel(pid, "mmap of a scratch page", -scratch as i32));
-    }
-    let scratch = scratch as u64;
-    let result = (|| {
-        for sig in 1..=NSIG as u64 {
-            let r = call(
-                &mut remote,
-                libc::SYS_rt_sigaction,
-                [sig, 0, scratch + (sig - 1) * 32, 8, 0, 0],
-                "rt_sigaction",
-            )?;
-            if r != 0 {
-                return Err(kernel(pid, &format!("rt_sigaction({sig})"), -r as i32));
-            }
-        }
-        mm.brk = call(&mut remote, libc::SYS_brk, [0; 6], "brk")? as u64;
-        let acts = ptrace::read_mem(pid, scratch, NSIG * 32)
-            .map_err(|e| kernel(pid, "reading the scratch page", e))?;
-        d.sigactions = acts.chunks_exact(32).map(SigAction::from_kernel).collect();
+    let remote = |e: remote::RemoteError, tid: i32| {
+        CollectError::Kernel(format!(
+            "thread {tid} of process {pid}: {e} (the proc collector runs rt_sigaction, sigaltstack and brk inside the stopped threads; --collect=bpf runs nothing)"
+        ))
+    };
 
-        let mut stacks: HashMap<i32, AltStack> = HashMap::new();
-        for &tid in &threads {
-            let slot = scratch + PAGE;
-            let args = [0, slot, 0, 0, 0, 0];
-            let r = if tid == leader {
-                call(&mut remote, libc::SYS_sigaltstack, args, "sigaltstack")?
-            } else {
-                let mut other =
-                    Remote::new(tid, at).map_err(|e| kernel(tid, "taking registers", e))?;
-                let r = call(&mut other, libc::SYS_sigaltstack, args, "sigaltstack")?;
-                let caught = other
-                    .finish()
-                    .map_err(|e| kernel(tid, "restoring registers", e))?;
-                frozen.hold_signals(tid, caught);
-                r
-            };
-            if r != 0 {
-                return Err(kernel(tid, "sigaltstack", -r as i32));
-            }
-            // stack_t: ss_sp, ss_flags (int, padded), ss_size.
-            let b = ptrace::read_mem(pid, slot, 24)
-                .map_err(|e| kernel(pid, "reading the scratch page", e))?;
-            let w = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
-            stacks.insert(
-                tid,
-                AltStack {
-                    sp: w(0),
-                    size: w(16),
-                    flags: (w(8) as u32) & !SS_ONSTACK,
-                },
-            );
+    let stub = Stub::place(pid, (vdso.start, vdso.end)).map_err(|e| remote(e, pid))?;
+    let mut stacks: HashMap<i32, AltStack> = HashMap::new();
+    let altstack = |b: &[u8]| {
+        // stack_t: ss_sp, ss_flags (int, padded), ss_size.
+        let w = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        AltStack {
+            sp: w(0),
+            size: w(16),
+            flags: (w(8) as u32) & !SS_ONSTACK,
         }
-        Ok(stacks)
+    };
+    let result = (|| {
+        for &tid in &threads {
+            let seccomp =
+                status_mask(&read(format!("/proc/{pid}/task/{tid}/status"))?, "Seccomp:") != 0;
+            let mut calls = vec![];
+            let mut buf_len = 24;
+            if tid == leader {
+                // The process-wide state: handlers, brk.
+                for sig in 1..=NSIG {
+                    let at = Arg::Buf(24 + (sig - 1) * 32);
+                    calls.push(Call::new(
+                        libc::SYS_rt_sigaction,
+                        &[Arg::Val(sig as u64), Arg::Val(0), at, Arg::Val(8)],
+                    ));
+                }
+                calls.push(Call::new(libc::SYS_brk, &[Arg::Val(0)]));
+                buf_len += NSIG * 32;
+            }
+            calls.push(Call::new(
+                libc::SYS_sigaltstack,
+                &[Arg::Val(0), Arg::Buf(0)],
+            ));
+            let ran = remote::run(&stub, tid, floor, &calls, &vec![0; buf_len], seccomp)
+                .map_err(|e| remote(e, tid))?;
+            frozen.hold_signals(tid, ran.caught);
+            frozen.not_the_trees(pid, ran.fresh);
+            if let Some((i, r)) = ran
+                .results
+                .iter()
+                .enumerate()
+                .find(|(i, &r)| r < 0 && calls[*i].nr != libc::SYS_brk)
+            {
+                let name = if calls[i].nr == libc::SYS_sigaltstack {
+                    "sigaltstack"
+                } else {
+                    "rt_sigaction"
+                };
+                return Err(kernel(tid, name, -*r as i32));
+            }
+            stacks.insert(tid, altstack(&ran.buf[..24]));
+            if tid == leader {
+                d.sigactions = ran.buf[24..]
+                    .chunks_exact(32)
+                    .map(SigAction::from_kernel)
+                    .collect();
+                mm.brk = ran.results[NSIG] as u64;
+            }
+        }
+        Ok(())
     })();
-    // Unmapped whatever happened above.
-    let unmapped = call(
-        &mut remote,
-        libc::SYS_munmap,
-        [scratch, PAGE * 2, 0, 0, 0, 0],
-        "munmap",
-    );
-    let caught = remote
-        .finish()
-        .map_err(|e| kernel(pid, "restoring registers", e))?;
-    frozen.hold_signals(leader, caught);
-    let stacks = result?;
-    unmapped?;
+    // Taken out whatever happened (a stub left behind is inert).
+    let removed = stub.remove().map_err(|e| remote(e, pid));
+    result?;
+    removed?;
 
     for &tid in &threads {
         let st = read(format!("/proc/{pid}/task/{tid}/status"))?;

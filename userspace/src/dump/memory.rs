@@ -105,7 +105,13 @@ fn open_pagemap(pid: i32) -> Result<File, DumpError> {
 }
 
 /// Saves the memory of every live process of `snap` into `out`.
-pub fn dump(snap: &Snapshot, out: &mut RawFile) -> Result<(Memory, Stats), DumpError> {
+/// Pages in `scratch` (by pid) are dumper's own, see
+/// [`crate::freeze::Frozen::not_the_trees`].
+pub fn dump(
+    snap: &Snapshot,
+    scratch: &HashMap<i32, HashSet<u64>>,
+    out: &mut RawFile,
+) -> Result<(Memory, Stats), DumpError> {
     let live: Vec<&Task> = snap
         .tasks
         .iter()
@@ -133,7 +139,7 @@ pub fn dump(snap: &Snapshot, out: &mut RawFile) -> Result<(Memory, Stats), DumpE
             for (i, e) in entries.into_iter().enumerate() {
                 let addr = v.start + i as u64 * PAGE_SIZE;
                 let wanted = (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAP != 0;
-                if !wanted {
+                if !wanted || scratch.get(&t.pid).is_some_and(|s| s.contains(&addr)) {
                     continue;
                 }
                 if !v.prot.read || e & PM_EXCLUSIVE == 0 {

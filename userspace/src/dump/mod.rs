@@ -141,7 +141,7 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
 
     let tm = Instant::now();
     let mut pages = dir.raw(image::PAGES)?;
-    let (memory, stats) = memory::dump(&snap, &mut pages)?;
+    let (memory, stats) = memory::dump(&snap, frozen.scratch_pages(), &mut pages)?;
     report.memory_ns = ns(tm.elapsed());
 
     let since = frozen.since();
