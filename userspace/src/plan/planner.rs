@@ -72,6 +72,32 @@ struct Planner<'a> {
     reparent_via: HashMap<(i32, i32), i32>,
     /// The next pid for helpers that need no particular pid.
     fresh: i32,
+    strategy: Strategy,
+}
+
+/// Choices the construction can make either way; [`plan`] tries them in
+/// turn (each attempt is proven by the simulator, so trying costs only
+/// time, and the first succeeds for nearly every target).
+#[derive(Clone, Copy, Debug, Default)]
+struct Strategy {
+    /// A session whose leader is gone gets its helper under the deepest
+    /// parent that needs it, rather than the first one met; shallower
+    /// parents get their children of that session through dying helpers.
+    deeper_helper: bool,
+    /// A child whose fd table a deeper process shares waits for it even
+    /// when another member near that process's parent looks as if it could
+    /// make it (it may itself depend on the table).
+    wait_for_deeper_mates: bool,
+}
+
+impl Strategy {
+    /// Every combination, the default first.
+    fn all() -> impl Iterator<Item = Strategy> {
+        (0..4u8).map(|b| Strategy {
+            deeper_helper: b & 1 != 0,
+            wait_for_deeper_mates: b & 2 != 0,
+        })
+    }
 }
 
 fn unsupported(what: String) -> String {
@@ -115,6 +141,14 @@ impl<'a> Planner<'a> {
                 Some(&q) if q == p => return Ok(()),
                 None => {
                     self.session_helper.insert(s, p);
+                    return Ok(());
+                }
+                // p is below the parent chosen so far: the helper goes
+                // under p, the deeper one, and q's children of s come up
+                // to q through dying helpers it forks.
+                Some(&q) if self.strategy.deeper_helper && self.final_below(p, q) => {
+                    self.session_helper.insert(s, p);
+                    self.reparent_via.insert((q, s), s);
                     return Ok(());
                 }
                 Some(_) => {}
@@ -653,12 +687,16 @@ impl<'a> Planner<'a> {
                 return false;
             }
             let pm = self.t.procs[&m].ppid;
-            let reachable = table.iter().any(|&o| {
-                o != m && (o == pm || self.t.procs[&o].ppid == pm || self.final_below(o, pm))
+            let reachable = !self.strategy.wait_for_deeper_mates
+                && table.iter().any(|&o| {
+                    o != m && (o == pm || self.t.procs[&o].ppid == pm || self.final_below(o, pm))
+                });
+            // A helper m forks is in m's session then: k must be able to
+            // be born there (a leader free of any birth session always can).
+            let same_birth = bk.is_none_or(|b| {
+                self.birth(m) == Some(b)
+                    || (self.is_leader(m) && self.born_in.get(&m).copied() == Some(b))
             });
-            let same_birth = bk.is_some()
-                && (self.birth(m) == bk
-                    || (self.is_leader(m) && self.born_in.get(&m).copied() == bk));
             !reachable && same_birth
         })
     }
@@ -886,8 +924,22 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// The steps that build `t` from pid 1, or why they cannot be found.
+/// The steps that build `t` from pid 1, or why they cannot be found (the
+/// reason the first strategy met).
 pub fn plan(t: &Target) -> Result<Plan, String> {
+    let mut first = None;
+    for s in Strategy::all() {
+        match plan_with(t, s) {
+            Ok(p) => return Ok(p),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    Err(first.unwrap())
+}
+
+fn plan_with(t: &Target, strategy: Strategy) -> Result<Plan, String> {
     let mut children: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
     for p in t.procs.values() {
         if p.pid != 1 {
@@ -912,6 +964,7 @@ pub fn plan(t: &Target) -> Result<Plan, String> {
             .max()
             .unwrap_or(1)
             + 1,
+        strategy,
     };
     pl.prepass()?;
     if let Err(e) = pl.build(1).and_then(|()| pl.groups()) {
