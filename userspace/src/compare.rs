@@ -98,7 +98,13 @@ fn diff_indexed<T: Serialize>(p: &str, a: &[T], b: &[T], first: usize, out: &mut
 
 fn diff_detail(p: &str, a: &Option<TaskDetail>, b: &Option<TaskDetail>, out: &mut Vec<Mismatch>) {
     let p = format!("{p} detail");
-    // Not collected by both: nothing to compare.
+    // Collected by one side only: a collector that could not fill it.
+    if a.is_some() != b.is_some() {
+        out.push(Mismatch {
+            path: p.clone(),
+            values: presence(a.is_some()),
+        });
+    }
     if let (Some(a), Some(b)) = (a, b) {
         diff_fields(&p, a, b, &["sigactions", "threads", "rlimits"], out);
         diff_indexed(&format!("{p} signal"), &a.sigactions, &b.sigactions, 1, out);

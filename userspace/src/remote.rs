@@ -104,6 +104,8 @@ pub fn stub_code() -> &'static [u8] {
 
 const RED_ZONE: u64 = 128;
 const PAGE: u64 = 4096;
+/// A signal frame's size, generously (AMX's XSAVE area is about 11 KiB).
+const FRAME_ROOM: u64 = 16 * 1024;
 /// The general-purpose registers the stub pops (all but rsp), then flags
 /// and the return address.
 const SAVED_WORDS: u64 = 15 + 2;
@@ -277,19 +279,20 @@ fn fault_point() {
 
 /// Runs `calls` in stopped thread `tid` of the process whose stub is
 /// `stub`, with `buf` (its initial contents) below the thread's stack.
-/// `stack_floor` is the start of the writable mapping the thread's stack
-/// pointer is in: the run refuses to write below it. With `seccomp`, the
+/// `stack_floor` gives the start of the writable mapping the thread's
+/// stack pointer is in and whether it grows down: the run refuses to
+/// write below it. With `seccomp`, the
 /// thread's filters are suspended while dumper steps it.
 pub fn run(
     stub: &Stub,
     tid: i32,
-    stack_floor: impl Fn(u64) -> Option<u64>,
+    stack_floor: impl Fn(u64) -> Option<(u64, bool)>,
     calls: &[Call],
     buf: &[u8],
     seccomp: bool,
 ) -> Result<Ran, RemoteError> {
     let saved = regs(tid).map_err(|e| RemoteError::new("reading registers", e))?;
-    let resume = resume_regs(&saved);
+    let resume = rseq_abort(tid, resume_regs(&saved))?;
     let sp = saved.rsp;
 
     // Layout, downwards from the red zone: return address, flags, the 15
@@ -303,8 +306,11 @@ pub fn run(
     let buf_len = masks_at + 16;
     let buf_addr = (table - buf_len as u64) & !15;
     let stub_sp = (buf_addr - 64) & !15;
+    // Below the stub's stack, room for a signal frame (with the XSAVE
+    // area): a signal that arrives before the first call, after dumper's
+    // death, is delivered there. A growsdown stack makes its own room.
     match stack_floor(sp - 1) {
-        Some(floor) if floor <= stub_sp => {}
+        Some((floor, grows)) if floor <= stub_sp && (grows || floor + FRAME_ROOM <= stub_sp) => {}
         _ => {
             return Err(RemoteError::new(
                 "finding room on the thread's stack below its stack pointer",
@@ -433,6 +439,50 @@ pub fn run(
         caught,
         fresh,
     })
+}
+
+/// A thread stopped inside an rseq critical section resumes at the
+/// section's abort handler: the kernel would send it there on its way
+/// back (kernel/rseq.c, rseq_ip_fixup), but it sees the stub's address
+/// instead, and only clears `rseq_cs`. So the stub returns to the
+/// handler.
+fn rseq_abort(tid: i32, mut r: Regs) -> Result<Regs, RemoteError> {
+    let conf =
+        ptrace::rseq(tid).map_err(|e| RemoteError::new("PTRACE_GET_RSEQ_CONFIGURATION", e))?;
+    if conf.addr == 0 {
+        return Ok(r);
+    }
+    let read = |addr: u64, len: usize| {
+        ptrace::read_mem(tid, addr, len)
+            .ok()
+            .filter(|b| b.len() == len)
+    };
+    let word = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    // struct rseq: cpu_id_start, cpu_id (u32 each), then rseq_cs.
+    let Some(area) = read(conf.addr, 16) else {
+        return Ok(r);
+    };
+    let cs = word(&area, 8);
+    // struct rseq_cs: version, flags (u32), start_ip, post_commit_offset,
+    // abort_ip.
+    let Some(c) = (cs != 0).then(|| read(cs, 32)).flatten() else {
+        return Ok(r);
+    };
+    let (start, len, abort) = (word(&c, 8), word(&c, 16), word(&c, 24));
+    if !(start..start.saturating_add(len)).contains(&r.rip) {
+        return Ok(r);
+    }
+    // The kernel checks the signature before the handler (and kills the
+    // thread when it is wrong): that case is left to it.
+    let sig =
+        read(abort.wrapping_sub(4), 4).map(|b| u32::from_le_bytes(b[..4].try_into().unwrap()));
+    if sig != Some(conf.sig) {
+        return Ok(r);
+    }
+    // rseq_cs is left set: the kernel clears it when it next sees the
+    // thread outside the section (at the stub, or at the handler).
+    r.rip = abort;
+    Ok(r)
 }
 
 /// Resumes `tid` to its next syscall stop. Signal-delivery stops on the

@@ -52,7 +52,11 @@ fn run(seeds: std::ops::Range<u64>, ops: usize) -> Vec<(u64, String)> {
 /// held so that it can only go up.
 #[test]
 fn random_reachable_states_are_planned_and_proven() {
-    for (n, ops, floor) in [(3000u64, 60usize, 1.0), (1000, 200, 0.998), (1000, 400, 0.99)] {
+    for (n, ops, floor) in [
+        (3000u64, 60usize, 1.0),
+        (1000, 200, 0.998),
+        (1000, 400, 0.99),
+    ] {
         let failed = run(0..n, ops);
         for (s, e) in failed.iter().take(8) {
             eprintln!("{ops} ops, seed {s}: {e}");

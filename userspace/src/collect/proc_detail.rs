@@ -110,7 +110,7 @@ fn task_detail(t: &Task, frozen: &mut Frozen) -> Result<TaskDetail, CollectError
             .iter()
             .find(|v| v.start <= addr && addr < v.end)
             .filter(|v| v.prot.read && v.prot.write && !v.shared)
-            .map(|v| v.start)
+            .map(|v| (v.start, v.flags.has("gd")))
     };
     let remote = |e: remote::RemoteError, tid: i32| {
         CollectError::Kernel(format!(
@@ -179,10 +179,10 @@ fn task_detail(t: &Task, frozen: &mut Frozen) -> Result<TaskDetail, CollectError
         }
         Ok(())
     })();
-    // Taken out whatever happened (a stub left behind is inert).
-    let removed = stub.remove().map_err(|e| remote(e, pid));
+    // After a failed run a thread may still be inside the stub (it
+    // finishes it once released): then the stub stays, inert afterwards.
     result?;
-    removed?;
+    stub.remove().map_err(|e| remote(e, pid))?;
 
     for &tid in &threads {
         let st = read(format!("/proc/{pid}/task/{tid}/status"))?;

@@ -46,6 +46,8 @@ const PFN_MASK: u64 = (1 << 55) - 1;
 const BATCH: usize = 8 << 20;
 /// IOV_MAX.
 const MAX_IOV: usize = 1024;
+/// Pages whose pagemap entries are read at a time (512 KiB of entries).
+const PAGEMAP_CHUNK: u64 = 64 * 1024;
 
 /// The names the kernel gives mappings whose pages are not the process's
 /// to save.
@@ -135,9 +137,24 @@ pub fn dump(
             {
                 continue;
             }
-            let entries = pagemap_entries(&pm, t.pid, v.start, v.end)?;
-            for (i, e) in entries.into_iter().enumerate() {
-                let addr = v.start + i as u64 * PAGE_SIZE;
+            // In pieces: a reservation of terabytes (a sanitizer's shadow)
+            // would otherwise need gigabytes of pagemap at once.
+            let mut entries = vec![];
+            let mut from = v.start;
+            let mut k = 0;
+            loop {
+                if k == entries.len() {
+                    if from >= v.end {
+                        break;
+                    }
+                    let to = v.end.min(from + PAGEMAP_CHUNK * PAGE_SIZE);
+                    entries = pagemap_entries(&pm, t.pid, from, to)?;
+                    k = 0;
+                    from = to;
+                }
+                let e = entries[k];
+                let addr = from - (entries.len() - k) as u64 * PAGE_SIZE;
+                k += 1;
                 let wanted = (e & PM_PRESENT != 0 && e & PM_FILE == 0) || e & PM_SWAP != 0;
                 if !wanted || scratch.get(&t.pid).is_some_and(|s| s.contains(&addr)) {
                     continue;
@@ -145,7 +162,11 @@ pub fn dump(
                 if !v.prot.read || e & PM_EXCLUSIVE == 0 {
                     plan.via_mem.insert(addr);
                 }
-                let pfn = (e & PM_PRESENT != 0 && e & PM_EXCLUSIVE == 0).then_some(e & PFN_MASK);
+                // Without CAP_SYS_ADMIN pagemap shows every PFN as 0: then
+                // no page can be known shared, and each is saved as its own.
+                let pfn = (e & PM_PRESENT != 0 && e & PM_EXCLUSIVE == 0)
+                    .then_some(e & PFN_MASK)
+                    .filter(|&p| p != 0);
                 let src = match pfn.and_then(|p| owner.get(&p)) {
                     Some(&at) => {
                         shared += 1;
