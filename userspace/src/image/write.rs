@@ -61,8 +61,9 @@ impl ImageDir {
         let tmp = parent.join(format!(".{name}.dumper-{}.tmp", std::process::id()));
         // A leftover of a run whose janitor could not finish (a reboot).
         let _ = std::fs::remove_dir_all(&tmp);
+        // The janitor first: dumper may be killed right after the mkdir.
+        let janitor = spawn_janitor(&tmp)?;
         std::fs::create_dir(&tmp).map_err(|e| ImageError::io(tmp.display(), e))?;
-        let janitor = spawn_janitor(&tmp);
         Ok(ImageDir {
             target: target.to_path_buf(),
             tmp,
@@ -130,14 +131,16 @@ impl Drop for ImageDir {
 /// happens when dumper exits however it exits, then removes DIR if it is
 /// still there. Without it a SIGKILL of dumper would leave the temporary
 /// directory behind.
-fn spawn_janitor(tmp: &Path) -> Option<Child> {
-    let exe = std::env::current_exe().ok()?;
+fn spawn_janitor(tmp: &Path) -> Result<Option<Child>, ImageError> {
+    let Ok(exe) = std::env::current_exe() else {
+        return Ok(None);
+    };
     if exe.file_name().is_none_or(|n| n != "dumper") {
         // A library user (a test binary, the bench) cleans up by Drop.
-        return None;
+        return Ok(None);
     }
     use std::os::unix::process::CommandExt;
-    Command::new(exe)
+    Command::new(&exe)
         .arg("janitor")
         .arg(tmp)
         .stdin(Stdio::piped())
@@ -147,7 +150,16 @@ fn spawn_janitor(tmp: &Path) -> Option<Child> {
         // must not take the janitor too.
         .process_group(0)
         .spawn()
-        .ok()
+        .map(Some)
+        .map_err(|e| {
+            ImageError::io(
+                format!(
+                    "{} janitor (removes a half-written image if dumper dies)",
+                    exe.display()
+                ),
+                e,
+            )
+        })
 }
 
 /// The janitor's body.
