@@ -26,6 +26,7 @@ const FIELDS: &[(&str, &str)] = &[
     ("task_struct", "static_prio"),
     ("task_struct", "comm"),
     ("task_struct", "blocked"),
+    ("task_struct", "saved_sigmask"),
     ("task_struct", "mm"),
     ("task_struct", "fs"),
     ("task_struct", "files"),
@@ -117,6 +118,8 @@ const FIELDS: &[(&str, &str)] = &[
     ("bpf_iter__task_vma", "task"),
     ("bpf_iter__task_vma", "vma"),
 ];
+/// (struct, member): one-bit bitfields the programs test.
+const FLAG_BITS: &[(&str, &str)] = &[("task_struct", "restore_sigmask")];
 const SIZES: &[&str] = &["k_sigaction"];
 const ENUMS: &[&str] = &["PIDTYPE_PGID", "PIDTYPE_SID"];
 
@@ -153,6 +156,14 @@ fn generate(btf_path: &str, out: &std::path::Path) -> Result<u64, String> {
         // (byte offset, byte size): the programs check the size against
         // the Rust type they read, at compile time.
         writeln!(s, "pub const {n}: (u64, usize) = ({off}, {size});").unwrap();
+    }
+    for (st, name) in FLAG_BITS {
+        let (byte, mask) = btf
+            .flag_bit(st, name)
+            .map_err(|e| format!("{btf_path}: {e}"))?;
+        // (byte offset, mask of the bit in that byte).
+        let n = const_name(st, name);
+        writeln!(s, "pub const {n}: (u64, u8) = ({byte}, {mask:#04x});").unwrap();
     }
     for st in SIZES {
         let size = btf.struct_size(st)?;

@@ -10,7 +10,7 @@
 /// `"DMP"` followed by the layout version. Bump the version on any change
 /// to a record below.
 pub const MAGIC_BASE: u32 = 0x444d_5000;
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 pub const KIND_TASK: u32 = 1;
 pub const KIND_FILE: u32 = 2;
@@ -162,6 +162,10 @@ pub struct TaskExtRecord {
     pub pid: i32,
     pub tgid: i32,
     pub pending: u64,
+    /// The mask the thread returns to user space with: `saved_sigmask`
+    /// while a call that sets a temporary one (sigsuspend, ppoll, pselect,
+    /// epoll_pwait) is interrupted, `blocked` otherwise.
+    pub blocked: u64,
     pub sas_ss_sp: u64,
     pub sas_ss_size: u64,
     pub sas_ss_flags: u32,

@@ -203,6 +203,15 @@ fn thread_ext(t: u64, e: &mut TaskExtRecord, pid: i32, tgid: i32) {
     e.pid = pid;
     e.tgid = tgid;
     e.pending = ld!(t, TASK_STRUCT__PENDING__SIGNAL, u64);
+    // restore_sigmask is a bitfield: its byte, then its bit.
+    let flags = unsafe {
+        core::ptr::read_volatile((t as *const u8).add(k::TASK_STRUCT__RESTORE_SIGMASK.0 as usize))
+    };
+    e.blocked = if flags & k::TASK_STRUCT__RESTORE_SIGMASK.1 != 0 {
+        ld!(t, TASK_STRUCT__SAVED_SIGMASK, u64)
+    } else {
+        ld!(t, TASK_STRUCT__BLOCKED, u64)
+    };
     e.sas_ss_sp = ld!(t, TASK_STRUCT__SAS_SS_SP, u64);
     e.sas_ss_size = ld!(t, TASK_STRUCT__SAS_SS_SIZE, u64);
     e.sas_ss_flags = ld!(t, TASK_STRUCT__SAS_SS_FLAGS, u32);

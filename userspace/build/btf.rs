@@ -25,6 +25,8 @@ struct Member {
     ty: u32,
     bit_offset: u32,
     bitfield: bool,
+    /// A bitfield's width in bits (kind_flag structs), 0 otherwise.
+    bits: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -109,6 +111,7 @@ impl Btf {
                             ty: u32_at(b, p + 4)?,
                             bit_offset: if kflag { off & 0xff_ffff } else { off },
                             bitfield: kflag && (off >> 24) != 0,
+                            bits: if kflag { off >> 24 } else { 0 },
                         });
                         p += 12;
                     }
@@ -206,6 +209,22 @@ impl Btf {
             id = ty;
         }
         Ok((bits / 8, self.size_of(id)))
+    }
+
+    /// The byte holding one-bit bitfield `name` of `struct sname`, and the
+    /// bit's mask in it.
+    pub fn flag_bit(&self, sname: &str, name: &str) -> Result<(u32, u8), String> {
+        let id = self.struct_id(sname)?;
+        let t = &self.types[self.strip(id) as usize];
+        let m = t
+            .members
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| format!("struct {sname} has no member {name}"))?;
+        if m.bits != 1 {
+            return Err(format!("{sname}.{name} is not a one-bit bitfield"));
+        }
+        Ok((m.bit_offset / 8, 1u8 << (m.bit_offset % 8)))
     }
 
     pub fn struct_size(&self, sname: &str) -> Result<u32, String> {

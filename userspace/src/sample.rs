@@ -31,6 +31,10 @@ pub struct Manifest {
     pub maps: BTreeMap<String, u64>,
     pub root_threads: usize,
     pub a_threads: usize,
+    /// A root thread that blocks SIGUSR1 and waits in ppoll with SIGPROF
+    /// blocked too (a temporary mask: the one it resumes with is SIGUSR1
+    /// alone).
+    pub ppoll_tid: i32,
 }
 
 /// Pages of the root's `pattern` mapping, filled with [`pattern_word`].
@@ -361,8 +365,26 @@ pub fn run() -> ! {
         libc::close(rr);
         libc::close(rw);
         // Threads last: fork only from a single-threaded process.
-        for _ in 0..2 {
-            std::thread::spawn(|| idle_forever());
+        std::thread::spawn(|| idle_forever());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut real: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut real);
+            libc::sigaddset(&mut real, libc::SIGUSR1);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &real, std::ptr::null_mut());
+            let mut temp = real;
+            libc::sigaddset(&mut temp, libc::SIGPROF);
+            let _ = tx.send(libc::gettid());
+            loop {
+                libc::ppoll(std::ptr::null_mut(), 0, std::ptr::null(), &temp);
+            }
+        });
+        let ppoll_tid = rx.recv().unwrap();
+        // In the call, not on its way there.
+        while !std::fs::read_to_string(format!("/proc/self/task/{ppoll_tid}/syscall"))
+            .is_ok_and(|s| s.starts_with(&format!("{} ", libc::SYS_ppoll)))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let m = Manifest {
             root: std::process::id() as i32,
@@ -376,6 +398,7 @@ pub fn run() -> ! {
             maps,
             root_threads: 3,
             a_threads: 2,
+            ppoll_tid,
         };
         let mut out = std::io::stdout().lock();
         writeln!(out, "{}", serde_json::to_string(&m).unwrap()).unwrap();

@@ -126,6 +126,19 @@ fn images_hold_what_the_tree_has_root() {
             root["detail"]["threads"].as_array().unwrap().len(),
             m.root_threads
         );
+        // The thread in ppoll is saved with the mask it resumes with, not
+        // the call's temporary one (which also has SIGPROF).
+        let waiting = root["detail"]["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["tid"] == m.ppoll_tid)
+            .unwrap();
+        assert_eq!(
+            waiting["blocked"].as_u64().unwrap(),
+            1 << (libc::SIGUSR1 - 1),
+            "{collector}: {waiting}"
+        );
 
         // Registers of every thread; the root's main thread sits in
         // read(0, buf, 64) and is saved set up to restart it.

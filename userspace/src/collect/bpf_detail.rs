@@ -20,12 +20,10 @@ unsafe impl Record for TaskExtRecord {
     const KIND: u32 = KIND_TASK_EXT;
 }
 
-/// The details of a task stream read with the detail flag on, by tgid. A
-/// thread's blocked mask is in its task record, which precedes its
-/// extension.
+/// The details of a task stream read with the detail flag on, by tgid
+/// (task records are skipped: the extensions follow them).
 pub fn from_stream(buf: &[u8]) -> Result<HashMap<i32, TaskDetail>, CollectError> {
     let mut out: HashMap<i32, TaskDetail> = HashMap::new();
-    let mut blocked = 0u64;
     let mut at = 0;
     let (ts, es) = (size_of::<TaskRecord>(), size_of::<TaskExtRecord>());
     while at < buf.len() {
@@ -35,13 +33,11 @@ pub fn from_stream(buf: &[u8]) -> Result<HashMap<i32, TaskDetail>, CollectError>
             .map(|m| u32::from_le_bytes(m.try_into().unwrap()))
             .unwrap_or(0);
         if kind == magic(KIND_TASK) && rest.len() >= ts {
-            let t: TaskRecord = record(&rest[..ts])?;
-            blocked = t.sig_blocked;
             at += ts;
         } else if kind == magic(KIND_TASK_EXT) && rest.len() >= es {
             let e: TaskExtRecord = record(&rest[..es])?;
             let d = out.entry(e.tgid).or_default();
-            d.threads.push(thread(&e, blocked));
+            d.threads.push(thread(&e));
             if e.pid == e.tgid {
                 process(&e, d);
             }
@@ -56,10 +52,10 @@ pub fn from_stream(buf: &[u8]) -> Result<HashMap<i32, TaskDetail>, CollectError>
     Ok(out)
 }
 
-fn thread(e: &TaskExtRecord, blocked: u64) -> ThreadDetail {
+fn thread(e: &TaskExtRecord) -> ThreadDetail {
     ThreadDetail {
         tid: e.pid,
-        blocked,
+        blocked: e.blocked,
         pending: e.pending,
         altstack: AltStack {
             sp: e.sas_ss_sp,
