@@ -6,7 +6,7 @@
 //! left stopped.
 
 use crate::collect::{proc::resolve_tgid, proc::tree_pids, CollectError};
-use crate::ptrace::{request as ptrace, wait_stop};
+use crate::ptrace::{caught, request as ptrace, wait_stop, Caught};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -19,9 +19,13 @@ pub struct Frozen {
     /// tid → signal to re-inject at detach (a signal-delivery stop caught
     /// while interrupting), or None while the thread has not stopped yet.
     tids: HashMap<i32, Option<i32>>,
-    /// Signals beyond the first that arrived while system calls ran in a
-    /// thread (see [`crate::ptrace::Remote`]): sent again at release.
-    extra: Vec<(i32, i32)>,
+    /// Signals taken off a thread's queue that a detach cannot give back
+    /// (the thread is no longer in the signal-delivery stop that took it;
+    /// see [`crate::remote`]): queued again at release.
+    extra: Vec<(i32, Caught)>,
+    /// tid → every signal a stop of ours took off its queue, in order:
+    /// the image holds them as pending, ahead of what is still queued.
+    dequeued: HashMap<i32, Vec<Caught>>,
     /// tid → signal of threads found in a job-control stop.
     job_stopped: HashMap<i32, i32>,
     /// pid → stack pages that system calls run in the tree made present
@@ -79,6 +83,7 @@ impl Frozen {
             root,
             tids: HashMap::new(),
             extra: vec![],
+            dequeued: HashMap::new(),
             job_stopped: HashMap::new(),
             scratch_pages: HashMap::new(),
             since: Instant::now(),
@@ -150,6 +155,10 @@ impl Frozen {
         } else {
             0
         };
+        if sig != 0 {
+            let c = caught(tid, sig)?;
+            self.dequeued.entry(tid).or_default().push(c);
+        }
         // An interrupt of a thread in a job-control stop reports the stop
         // signal instead of SIGTRAP: it stays stopped when released, and a
         // restore must stop it again.
@@ -194,13 +203,31 @@ impl Frozen {
 
     /// Signals that arrived at `tid` while it ran system calls for dumper:
     /// they are delivered when the tree is released.
-    pub fn hold_signals(&mut self, tid: i32, sigs: Vec<i32>) {
-        for sig in sigs {
-            match self.tids.get_mut(&tid) {
-                Some(slot @ Some(0)) => *slot = Some(sig),
-                _ => self.extra.push((tid, sig)),
+    ///
+    /// Such a thread was resumed and parked again in an interrupt stop, so
+    /// a signal its first stop had taken is queued again at release too.
+    pub fn hold_signals(&mut self, tid: i32, sigs: Vec<Caught>) {
+        if let Some(slot @ Some(1..)) = self.tids.get_mut(&tid) {
+            *slot = Some(0);
+            if let Some(first) = self.dequeued.get(&tid).and_then(|d| d.first()) {
+                self.extra.push((tid, first.clone()));
             }
         }
+        for c in sigs {
+            self.extra.push((tid, c.clone()));
+            self.dequeued.entry(tid).or_default().push(c);
+        }
+    }
+
+    /// The siginfo records (128 bytes each) of the signals our stops took
+    /// off `tid`'s queue, oldest first.
+    pub fn dequeued(&self, tid: i32) -> Vec<u8> {
+        self.dequeued
+            .get(&tid)
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c.info.iter().copied())
+            .collect()
     }
 
     /// Notes pages of process `pid` that dumper's own system calls in it
@@ -252,10 +279,31 @@ impl Frozen {
             };
             let _ = ptrace(libc::PTRACE_DETACH, tid, sig as libc::c_long);
         }
-        for (tid, sig) in self.extra.drain(..) {
-            // SAFETY: tkill(2) on a thread of the tree, now running.
-            unsafe { libc::syscall(libc::SYS_tkill, tid, sig) };
+        for (tid, c) in self.extra.drain(..) {
+            requeue(tid, &c);
         }
+    }
+}
+
+/// Queues `c` for `tid` again: with its own siginfo where the kernel lets
+/// another process do that (rt_tgsigqueueinfo takes negative si_codes
+/// only: sigqueue, timers, message queues, async I/O), otherwise with
+/// tkill (the handler then sees dumper as the sender).
+fn requeue(tid: i32, c: &Caught) {
+    let tgid = resolve_tgid(tid).unwrap_or(tid);
+    // SAFETY: info is a whole siginfo; the calls only read it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_tgsigqueueinfo,
+            tgid,
+            tid,
+            c.sig,
+            c.info.as_ptr(),
+        )
+    };
+    if r != 0 {
+        // SAFETY: tkill(2) on a thread of the tree.
+        unsafe { libc::syscall(libc::SYS_tkill, tid, c.sig) };
     }
 }
 

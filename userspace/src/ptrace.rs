@@ -196,6 +196,22 @@ pub fn queued_siginfo(tid: i32, shared: bool) -> Result<Vec<u8>, i32> {
     }
 }
 
+/// A signal taken off a thread's queue by a signal-delivery stop while it
+/// was frozen: its number and its 128-byte siginfo (PTRACE_GETSIGINFO).
+#[derive(Clone, Debug)]
+pub struct Caught {
+    pub sig: i32,
+    pub info: Vec<u8>,
+}
+
+/// The signal `tid` stopped with at a signal-delivery stop.
+pub fn caught(tid: i32, sig: i32) -> Result<Caught, i32> {
+    let mut info = vec![0u8; SIGINFO_SIZE];
+    // SAFETY: data is a buffer of a siginfo's size.
+    unsafe { raw(libc::PTRACE_GETSIGINFO, tid, 0, info.as_mut_ptr() as usize) }?;
+    Ok(Caught { sig, info })
+}
+
 const ERESTARTSYS: i64 = 512;
 const ERESTARTNOINTR: i64 = 513;
 const ERESTARTNOHAND: i64 = 514;

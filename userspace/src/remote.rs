@@ -110,6 +110,7 @@ const FRAME_ROOM: u64 = 16 * 1024;
 /// and the return address.
 const SAVED_WORDS: u64 = 15 + 2;
 const SLOT: u64 = 56;
+const PTRACE_EVENT_STOP: i32 = 128;
 const PTRACE_O_TRACESYSGOOD: libc::c_long = 1;
 const PTRACE_O_SUSPEND_SECCOMP: libc::c_long = 1 << 21;
 /// How long a thread may take to reach its next syscall stop.
@@ -244,7 +245,7 @@ fn io_errno(e: &std::io::Error) -> i32 {
 pub struct Ran {
     pub results: Vec<i64>,
     pub buf: Vec<u8>,
-    pub caught: Vec<i32>,
+    pub caught: Vec<ptrace::Caught>,
     pub fresh: Vec<u64>,
 }
 
@@ -419,13 +420,18 @@ pub fn run(
     table_bytes[o..o + 8].copy_from_slice(&last.to_le_bytes());
     let out = ptrace::read_mem(tid, buf_addr, buf.len())
         .map_err(|e| RemoteError::new("reading the results", e))?;
-    set_regs(tid, &resume).map_err(|e| RemoteError::new("restoring registers", e))?;
     write_mem(tid, stub_sp, &before)
         .map_err(|e| RemoteError::new("restoring the thread's stack", e))?;
     if seccomp {
         request(libc::PTRACE_SETOPTIONS, tid, PTRACE_O_TRACESYSGOOD)
             .map_err(|e| RemoteError::new("resuming seccomp", e))?;
     }
+    // Its own registers, interrupted system call included, and back in an
+    // interrupt stop: when released, the kernel's own signal path decides
+    // what the interrupted call does (restarts it, or returns EINTR to a
+    // handler that runs then), as if dumper had never run anything.
+    set_regs(tid, &saved).map_err(|e| RemoteError::new("restoring registers", e))?;
+    repark(tid, &mut caught)?;
     let word = |i: usize| i64::from_le_bytes(table_bytes[i * 56..i * 56 + 8].try_into().unwrap());
     if word(0) != 0 || word(ncalls - 1) != 0 {
         return Err(RemoteError::new(
@@ -485,10 +491,42 @@ fn rseq_abort(tid: i32, mut r: Regs) -> Result<Regs, RemoteError> {
     Ok(r)
 }
 
+/// From a syscall-exit stop, into an interrupt stop (PTRACE_EVENT_STOP)
+/// on the thread's way back to user space, where the freezer left it.
+/// Signal-delivery stops on the way are suppressed into `caught`.
+fn repark(tid: i32, caught: &mut Vec<ptrace::Caught>) -> Result<(), RemoteError> {
+    request(libc::PTRACE_INTERRUPT, tid, 0).map_err(|e| RemoteError::new("PTRACE_INTERRUPT", e))?;
+    loop {
+        request(libc::PTRACE_CONT, tid, 0).map_err(|e| RemoteError::new("PTRACE_CONT", e))?;
+        let status = wait_stop(tid, STOP_TIMEOUT)
+            .map_err(|e| RemoteError::new("waiting for the interrupt stop", e))?
+            .ok_or(RemoteError::new(
+                "waiting for the interrupt stop",
+                libc::ETIMEDOUT,
+            ))?;
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            return Err(RemoteError::new(
+                "waiting for the interrupt stop",
+                libc::ESRCH,
+            ));
+        }
+        if status >> 16 == PTRACE_EVENT_STOP {
+            return Ok(());
+        }
+        let stopsig = libc::WSTOPSIG(status);
+        if status >> 16 == 0 && stopsig != libc::SIGTRAP && stopsig != libc::SIGTRAP | 0x80 {
+            caught.push(
+                ptrace::caught(tid, stopsig)
+                    .map_err(|e| RemoteError::new("PTRACE_GETSIGINFO", e))?,
+            );
+        }
+    }
+}
+
 /// Resumes `tid` to its next syscall stop. Signal-delivery stops on the
 /// way are suppressed and their signals kept in `caught`; other stops
 /// resume.
-fn to_syscall_stop(tid: i32, caught: &mut Vec<i32>) -> Result<(), RemoteError> {
+fn to_syscall_stop(tid: i32, caught: &mut Vec<ptrace::Caught>) -> Result<(), RemoteError> {
     let deadline = Instant::now() + STOP_TIMEOUT;
     loop {
         request(libc::PTRACE_SYSCALL, tid, 0).map_err(|e| RemoteError::new("PTRACE_SYSCALL", e))?;
@@ -507,7 +545,10 @@ fn to_syscall_stop(tid: i32, caught: &mut Vec<i32>) -> Result<(), RemoteError> {
             return Ok(());
         }
         if status >> 16 == 0 && stopsig != libc::SIGTRAP {
-            caught.push(stopsig);
+            caught.push(
+                ptrace::caught(tid, stopsig)
+                    .map_err(|e| RemoteError::new("PTRACE_GETSIGINFO", e))?,
+            );
         }
     }
 }

@@ -974,3 +974,99 @@ fn a_process_under_seccomp_is_dumped_by_proc_root() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// A signal that is pending when the tree is frozen is in the image once,
+/// with its siginfo (sender included), with either collector, though the
+/// proc collector's system calls take it off the queue; and the process
+/// still gets it when it runs on.
+#[test]
+fn a_signal_pending_at_the_freeze_is_in_the_image_root() {
+    if !root_or_skip("a_signal_pending_at_the_freeze_is_in_the_image_root") {
+        return;
+    }
+    let mark = scratch("got-usr1");
+    // Debian's own: a python3 found on PATH may be a shim that forks.
+    let mut child = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(format!(
+            "import signal, time\n\
+             signal.signal(signal.SIGUSR1, lambda *a: open({:?}, 'a').write('got\\n'))\n\
+             time.sleep(600)",
+            mark.display()
+        ))
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let caught = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap()
+    };
+    let t0 = Instant::now();
+    while caught() & (1 << (libc::SIGUSR1 - 1)) == 0 && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        caught() & (1 << (libc::SIGUSR1 - 1)) != 0,
+        "no SIGUSR1 handler"
+    );
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let t0 = Instant::now();
+    while states(pid) != ['T'] && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Pending: a stopped process runs no handler.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let me = std::process::id() as i32;
+    for collector in ["bpf", "proc"] {
+        let dir = scratch(&format!("pending-{collector}"));
+        dump(pid, &dir, &["--collect", collector, "--leave-running"]);
+        let img = open(&dir).unwrap();
+        let records: Vec<Vec<u8>> = img
+            .inventory
+            .threads
+            .iter()
+            .flat_map(|t| {
+                t.siginfo
+                    .chunks(128)
+                    .map(<[u8]>::to_vec)
+                    .collect::<Vec<_>>()
+            })
+            .chain(img.inventory.shared_siginfo.iter().flat_map(|q| {
+                q.siginfo
+                    .chunks(128)
+                    .map(<[u8]>::to_vec)
+                    .collect::<Vec<_>>()
+            }))
+            .collect();
+        let i32_at = |r: &[u8], o: usize| i32::from_le_bytes(r[o..o + 4].try_into().unwrap());
+        let usr1: Vec<&Vec<u8>> = records
+            .iter()
+            .filter(|r| i32_at(r, 0) == libc::SIGUSR1)
+            .collect();
+        assert_eq!(usr1.len(), 1, "{collector}: {} records", records.len());
+        if collector == "bpf" {
+            // Sent by kill(2) from here: SI_USER, and our pid.
+            assert_eq!(
+                (i32_at(usr1[0], 8), i32_at(usr1[0], 16)),
+                (0, me),
+                "{collector}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(states(pid), ['T'], "{collector}");
+    }
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let t0 = Instant::now();
+    while !mark.exists() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(std::fs::read_to_string(&mark).unwrap_or_default(), "got\n");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&mark);
+}

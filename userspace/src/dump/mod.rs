@@ -119,7 +119,7 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
 
     let tc = Instant::now();
     let mut snap = primary.collect_frozen(&mut frozen, true)?;
-    let (threads, shared_siginfo) = threads::collect(&snap)?;
+    let (threads, shared_siginfo) = threads::collect(&snap, &frozen)?;
     report.collect_ns = ns(tc.elapsed());
     if let Some(c) = checker.as_mut() {
         let other = c.collect_frozen(&mut frozen, true)?;

@@ -3,6 +3,7 @@
 //! registers).
 
 use super::DumpError;
+use crate::freeze::Frozen;
 use crate::image::{SigQueue, ThreadState, NREGS};
 use crate::model::Snapshot;
 use crate::ptrace;
@@ -14,7 +15,12 @@ fn err(tid: i32, what: &str, e: i32) -> DumpError {
     ))
 }
 
-pub fn collect(snap: &Snapshot) -> Result<(Vec<ThreadState>, Vec<SigQueue>), DumpError> {
+/// A thread's queued signals start with those the freezer took off its
+/// queue (see [`Frozen::dequeued`]).
+pub fn collect(
+    snap: &Snapshot,
+    frozen: &Frozen,
+) -> Result<(Vec<ThreadState>, Vec<SigQueue>), DumpError> {
     let mut threads = vec![];
     let mut shared = vec![];
     for t in snap.tasks.iter().filter(|t| !t.kthread && t.state != "Z") {
@@ -26,8 +32,12 @@ pub fn collect(snap: &Snapshot) -> Result<(Vec<ThreadState>, Vec<SigQueue>), Dum
                 tid,
                 regs: words.to_vec(),
                 xstate: ptrace::xstate(tid).map_err(|e| err(tid, "extended state", e))?,
-                siginfo: ptrace::queued_siginfo(tid, false)
-                    .map_err(|e| err(tid, "queued signals", e))?,
+                siginfo: [
+                    frozen.dequeued(tid),
+                    ptrace::queued_siginfo(tid, false)
+                        .map_err(|e| err(tid, "queued signals", e))?,
+                ]
+                .concat(),
             });
         }
         let q = ptrace::queued_siginfo(t.pid, true)
