@@ -229,7 +229,12 @@ mod tests {
                 "task 5 detail thread 5 blocked"
             ]
         );
-        // Collected by one side only: not a difference.
-        assert!(diff(&task(Some(d)), &task(None)).is_empty());
+        // Collected by one side only: a collector that could not fill it.
+        let m = diff(&task(Some(d)), &task(None));
+        assert_eq!(m.len(), 1);
+        assert_eq!(
+            (m[0].path.as_str(), m[0].values.clone()),
+            ("task 5 detail", vec!["present".into(), "absent".into()])
+        );
     }
 }

@@ -37,6 +37,11 @@ pub struct Manifest {
     pub ppoll_tid: i32,
 }
 
+/// The first word of the root's `private_file_written` mapping.
+pub const PRIVATE_WORD: u64 = 0x7072_6976_6174_6521;
+/// The first word of the root's SysV shared memory (`sysv`).
+pub const SYSV_WORD: u64 = 0x5359_5356_5f73_686d;
+
 /// Pages of the root's `pattern` mapping, filled with [`pattern_word`].
 pub const PATTERN_PAGES: usize = 3;
 
@@ -210,6 +215,15 @@ pub fn run() -> ! {
                 fds.insert("blk".into(), fd);
             }
         }
+        // A socket of another family: packet (needs CAP_NET_RAW), else a
+        // kernel crypto socket.
+        let sock = match libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, 0) {
+            fd if fd >= 0 => fd,
+            _ => libc::socket(libc::AF_ALG, libc::SOCK_SEQPACKET, 0),
+        };
+        if sock >= 0 {
+            fds.insert("sock".into(), sock);
+        }
         // Signals: one ignored, one caught.
         libc::signal(libc::SIGUSR2, libc::SIG_IGN);
         extern "C" fn on_hup(_: libc::c_int) {}
@@ -245,7 +259,31 @@ pub fn run() -> ! {
             "private_file".into(),
             mmap(page, libc::PROT_READ, libc::MAP_PRIVATE, shared_file, 0),
         );
+        // A private file mapping whose first page is written (a private
+        // copy, saved) and whose second is not (the file's, not saved).
+        let written = mmap(
+            page * 2,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE,
+            shared_file,
+            0,
+        );
+        *(written as *mut u64) = PRIVATE_WORD;
+        maps.insert("private_file_written".into(), written);
         libc::close(shared_file);
+        // SysV shared memory, attached, with a known word.
+        let shmid = check(
+            libc::shmget(libc::IPC_PRIVATE, page * 2, libc::IPC_CREAT | 0o600),
+            "shmget",
+        );
+        let sysv = libc::shmat(shmid, std::ptr::null(), 0);
+        if sysv as isize == -1 {
+            panic!("sample: shmat: {}", std::io::Error::last_os_error());
+        }
+        *(sysv as *mut u64) = SYSV_WORD;
+        // Gone with its last detach.
+        libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut());
+        maps.insert("sysv".into(), sysv as u64);
         maps.insert(
             "memfd".into(),
             mmap(

@@ -8,7 +8,7 @@ mod common;
 use common::{exe, root_or_skip};
 use dumper::image::read::open;
 use dumper::image::{show::range_bytes, REG_NAMES};
-use dumper::sample::{pattern_word, SampleTree, PATTERN_PAGES};
+use dumper::sample::{pattern_word, SampleTree, PATTERN_PAGES, PRIVATE_WORD, SYSV_WORD};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -194,11 +194,30 @@ fn images_hold_what_the_tree_has_root() {
         // The clean private file mapping is not saved; memfd and shared
         // anonymous memory are, once each.
         assert!(pages(m.root, m.maps["private_file"], 4096).is_empty());
+        // A written private file page is saved, its clean neighbour not.
+        let w = m.maps["private_file_written"];
+        let saved = pages(m.root, w, 4096);
+        assert_eq!(saved.len(), 1, "{collector}: the written private file page");
+        let i = saved[0].1 as usize * 4096;
+        assert_eq!(img.pages[i..i + 8], PRIVATE_WORD.to_le_bytes());
+        assert!(pages(m.root, w + 4096, 4096).is_empty());
         assert_eq!(
             img.memory.shmem.len(),
-            2,
-            "{collector}: memfd and shared anon"
+            3,
+            "{collector}: memfd, shared anon and SysV"
         );
+        // The SysV segment's word, in one of them.
+        assert!(
+            img.memory.shmem.iter().any(|o| o.ranges.iter().any(|r| {
+                let i = r.at as usize * 4096;
+                r.addr == 0 && img.pages[i..i + 8] == SYSV_WORD.to_le_bytes()
+            })),
+            "{collector}: the SysV segment's contents"
+        );
+        if m.fds.contains_key("sock") {
+            let f = fds.iter().find(|f| f["fd"] == m.fds["sock"]).unwrap();
+            assert_eq!(f["type"], "sock", "{collector}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
