@@ -245,6 +245,30 @@ pub fn resume_regs(r: &Regs) -> Regs {
     r
 }
 
+/// Where thread `tid` goes if it is stopped at `rip` inside the critical
+/// section its rseq area names: the section's abort handler, where the
+/// kernel sends a thread it preempted or stopped there on its way back
+/// (kernel/rseq.c, rseq_ip_fixup). None outside a section, or when the
+/// kernel would kill the thread instead (a bad signature before the
+/// handler). A thread is saved and resumed at that address: the section
+/// restarts, as it would have anyway.
+pub fn rseq_abort_ip(tid: i32, rip: u64) -> Option<u64> {
+    let conf = rseq(tid).ok().filter(|c| c.addr != 0)?;
+    let read = |addr: u64, len: usize| read_mem(tid, addr, len).ok().filter(|b| b.len() == len);
+    let word = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    // struct rseq: cpu_id_start, cpu_id (u32 each), then rseq_cs.
+    let cs = word(&read(conf.addr, 16)?, 8);
+    // struct rseq_cs: version, flags (u32), start_ip, post_commit_offset,
+    // abort_ip.
+    let c = read(cs, 32).filter(|_| cs != 0)?;
+    let (start, len, abort) = (word(&c, 8), word(&c, 16), word(&c, 24));
+    if !(start..start.saturating_add(len)).contains(&rip) {
+        return None;
+    }
+    let sig = read(abort.wrapping_sub(4), 4)?;
+    (u32::from_le_bytes(sig[..4].try_into().unwrap()) == conf.sig).then_some(abort)
+}
+
 /// Copies `len` bytes at `addr` of process `pid` with process_vm_readv.
 pub fn read_mem(pid: i32, addr: u64, len: usize) -> Result<Vec<u8>, i32> {
     let mut buf = vec![0u8; len];

@@ -292,8 +292,15 @@ pub fn run(
     buf: &[u8],
     seccomp: bool,
 ) -> Result<Ran, RemoteError> {
-    let saved = regs(tid).map_err(|e| RemoteError::new("reading registers", e))?;
-    let resume = rseq_abort(tid, resume_regs(&saved))?;
+    let mut saved = regs(tid).map_err(|e| RemoteError::new("reading registers", e))?;
+    // Inside an rseq critical section, the kernel would send the thread to
+    // the section's abort handler on its way back; seeing the stub's
+    // address instead, it would only clear rseq_cs. So the thread is
+    // given the handler's address here.
+    if let Some(abort) = ptrace::rseq_abort_ip(tid, saved.rip) {
+        saved.rip = abort;
+    }
+    let resume = resume_regs(&saved);
     let sp = saved.rsp;
 
     // Layout, downwards from the red zone: return address, flags, the 15
@@ -445,50 +452,6 @@ pub fn run(
         caught,
         fresh,
     })
-}
-
-/// A thread stopped inside an rseq critical section resumes at the
-/// section's abort handler: the kernel would send it there on its way
-/// back (kernel/rseq.c, rseq_ip_fixup), but it sees the stub's address
-/// instead, and only clears `rseq_cs`. So the stub returns to the
-/// handler.
-fn rseq_abort(tid: i32, mut r: Regs) -> Result<Regs, RemoteError> {
-    let conf =
-        ptrace::rseq(tid).map_err(|e| RemoteError::new("PTRACE_GET_RSEQ_CONFIGURATION", e))?;
-    if conf.addr == 0 {
-        return Ok(r);
-    }
-    let read = |addr: u64, len: usize| {
-        ptrace::read_mem(tid, addr, len)
-            .ok()
-            .filter(|b| b.len() == len)
-    };
-    let word = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
-    // struct rseq: cpu_id_start, cpu_id (u32 each), then rseq_cs.
-    let Some(area) = read(conf.addr, 16) else {
-        return Ok(r);
-    };
-    let cs = word(&area, 8);
-    // struct rseq_cs: version, flags (u32), start_ip, post_commit_offset,
-    // abort_ip.
-    let Some(c) = (cs != 0).then(|| read(cs, 32)).flatten() else {
-        return Ok(r);
-    };
-    let (start, len, abort) = (word(&c, 8), word(&c, 16), word(&c, 24));
-    if !(start..start.saturating_add(len)).contains(&r.rip) {
-        return Ok(r);
-    }
-    // The kernel checks the signature before the handler (and kills the
-    // thread when it is wrong): that case is left to it.
-    let sig =
-        read(abort.wrapping_sub(4), 4).map(|b| u32::from_le_bytes(b[..4].try_into().unwrap()));
-    if sig != Some(conf.sig) {
-        return Ok(r);
-    }
-    // rseq_cs is left set: the kernel clears it when it next sees the
-    // thread outside the section (at the stub, or at the handler).
-    r.rip = abort;
-    Ok(r)
 }
 
 /// From a syscall-exit stop, into an interrupt stop (PTRACE_EVENT_STOP)

@@ -1089,3 +1089,109 @@ fn a_signal_pending_at_the_freeze_is_in_the_image_root() {
     let _ = child.wait();
     let _ = std::fs::remove_file(&mark);
 }
+
+// An rseq critical section that spins forever; its abort handler counts
+// and enters it again. rdi: the thread's rseq area, rsi: the counter.
+std::arch::global_asm!(
+    ".pushsection .data.rseq_test, \"aw\"",
+    ".balign 32",
+    "rseq_test_cs:",
+    ".long 0",
+    ".long 0",
+    ".quad rseq_test_start",
+    ".quad rseq_test_end - rseq_test_start",
+    ".quad rseq_test_abort",
+    ".popsection",
+    ".pushsection .text.rseq_test, \"ax\"",
+    ".globl rseq_test_spin",
+    "rseq_test_spin:",
+    "lea rax, [rip + rseq_test_cs]",
+    "mov [rdi + 8], rax",
+    ".globl rseq_test_start",
+    "rseq_test_start:",
+    "jmp rseq_test_start",
+    ".globl rseq_test_end",
+    "rseq_test_end:",
+    // RSEQ_SIG, x86.
+    ".long 0x53053053",
+    ".globl rseq_test_abort",
+    "rseq_test_abort:",
+    "lock inc qword ptr [rsi]",
+    "jmp rseq_test_spin",
+    ".popsection",
+);
+
+extern "C" {
+    static __rseq_offset: isize;
+    static __rseq_size: u32;
+    fn rseq_test_spin(area: *mut u8, counter: *mut u64) -> !;
+    static rseq_test_start: u8;
+    static rseq_test_end: u8;
+    static rseq_test_abort: u8;
+}
+
+/// A thread stopped inside an rseq critical section is saved at the
+/// section's abort handler (where the kernel sends it on its way back
+/// anyway), with either collector, and after a proc dump, which runs
+/// system calls in it, it really goes there.
+#[test]
+fn a_thread_inside_an_rseq_critical_section_is_saved_at_its_abort_handler_root() {
+    if !root_or_skip("a_thread_inside_an_rseq_critical_section_is_saved_at_its_abort_handler_root")
+    {
+        return;
+    }
+    if unsafe { __rseq_size } == 0 {
+        eprintln!("skipped: glibc did not register rseq");
+        return;
+    }
+    let counter = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        ) as *mut u64
+    };
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // Only the spin from here: no allocation in a fork of a
+        // multithreaded process.
+        unsafe {
+            let tp: *mut u8;
+            std::arch::asm!("mov {}, fs:0", out(reg) tp);
+            rseq_test_spin(tp.offset(__rseq_offset), counter);
+        }
+    }
+    let (start, end, abort) = unsafe {
+        (
+            &raw const rseq_test_start as u64,
+            &raw const rseq_test_end as u64,
+            &raw const rseq_test_abort as u64,
+        )
+    };
+    let count = || unsafe { std::ptr::read_volatile(counter) };
+    std::thread::sleep(Duration::from_millis(50));
+    for collector in ["bpf", "proc"] {
+        let dir = scratch(&format!("rseq-{collector}"));
+        let before = count();
+        dump(pid, &dir, &["--collect", collector, "--leave-running"]);
+        let img = open(&dir).unwrap();
+        let rip =
+            img.inventory.threads[0].regs[REG_NAMES.iter().position(|&n| n == "rip").unwrap()];
+        assert!(
+            rip == abort || !(start..end).contains(&rip),
+            "{collector}: saved at {rip:#x}, inside [{start:#x}, {end:#x})"
+        );
+        if collector == "proc" {
+            assert!(count() > before, "{collector}: the section was not aborted");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert_eq!(states(pid), ['R']);
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+}

@@ -25,7 +25,11 @@ pub fn collect(
     let mut shared = vec![];
     for t in snap.tasks.iter().filter(|t| !t.kthread && t.state != "Z") {
         for &tid in &t.threads {
-            let r = ptrace::resume_regs(&ptrace::regs(tid).map_err(|e| err(tid, "registers", e))?);
+            let mut r = ptrace::regs(tid).map_err(|e| err(tid, "registers", e))?;
+            if let Some(abort) = ptrace::rseq_abort_ip(tid, r.rip) {
+                r.rip = abort;
+            }
+            let r = ptrace::resume_regs(&r);
             // SAFETY: user_regs_struct is NREGS u64s.
             let words: [u64; NREGS] = unsafe { std::mem::transmute(r) };
             threads.push(ThreadState {
