@@ -80,6 +80,33 @@ pub fn check_ranges(m: &Memory, pages: u64, file: &str) -> Result<(), ImageError
         .iter()
         .flat_map(|p| &p.ranges)
         .chain(m.shmem.iter().flat_map(|s| &s.ranges));
+    let lists = m
+        .processes
+        .iter()
+        .map(|p| (format!("process {}", p.pid), &p.ranges))
+        .chain(
+            m.shmem
+                .iter()
+                .map(|s| (format!("shared object {}:{}", s.dev, s.ino), &s.ranges)),
+        );
+    // Addresses and object offsets alike are in bytes.
+    for (who, ranges) in lists {
+        for w in ranges.windows(2) {
+            let end = w[0]
+                .pages
+                .checked_mul(PAGE_SIZE)
+                .and_then(|n| w[0].addr.checked_add(n));
+            if end.is_none_or(|e| e > w[1].addr) {
+                return Err(ImageError::bad(
+                    file,
+                    format!(
+                        "{who}: range at {:#x} is not sorted before, or overlaps, the one at {:#x}",
+                        w[0].addr, w[1].addr
+                    ),
+                ));
+            }
+        }
+    }
     for r in all {
         if r.at.checked_add(r.pages).is_none_or(|end| end > pages) {
             return Err(ImageError::bad(
@@ -166,4 +193,37 @@ pub fn exercise(data: &[u8]) -> bool {
         }
     }
     accepted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory(ranges: &[(u64, u64)]) -> Memory {
+        Memory {
+            processes: vec![ProcessPages {
+                pid: 7,
+                ranges: ranges
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(addr, pages))| PageRange {
+                        addr,
+                        pages,
+                        at: i as u64,
+                    })
+                    .collect(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ranges_must_be_sorted_and_apart() {
+        assert!(check_ranges(&memory(&[(0x1000, 1), (0x2000, 1)]), 2, "m").is_ok());
+        let e = check_ranges(&memory(&[(0x1000, 2), (0x2000, 1)]), 2, "m").unwrap_err();
+        assert!(e.to_string().contains("process 7: range at 0x1000"), "{e}");
+        assert!(check_ranges(&memory(&[(0x3000, 1), (0x1000, 1)]), 2, "m").is_err());
+        // Pointing beyond pages.img.
+        assert!(check_ranges(&memory(&[(0x1000, 1), (0x2000, 1)]), 1, "m").is_err());
+    }
 }
