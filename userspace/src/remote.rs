@@ -456,58 +456,55 @@ pub fn run(
 
 /// From a syscall-exit stop, into an interrupt stop (PTRACE_EVENT_STOP)
 /// on the thread's way back to user space, where the freezer left it.
-/// Signal-delivery stops on the way are suppressed into `caught`.
 fn repark(tid: i32, caught: &mut Vec<ptrace::Caught>) -> Result<(), RemoteError> {
     request(libc::PTRACE_INTERRUPT, tid, 0).map_err(|e| RemoteError::new("PTRACE_INTERRUPT", e))?;
-    loop {
-        request(libc::PTRACE_CONT, tid, 0).map_err(|e| RemoteError::new("PTRACE_CONT", e))?;
-        let status = wait_stop(tid, STOP_TIMEOUT)
-            .map_err(|e| RemoteError::new("waiting for the interrupt stop", e))?
-            .ok_or(RemoteError::new(
-                "waiting for the interrupt stop",
-                libc::ETIMEDOUT,
-            ))?;
-        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-            return Err(RemoteError::new(
-                "waiting for the interrupt stop",
-                libc::ESRCH,
-            ));
-        }
-        if status >> 16 == PTRACE_EVENT_STOP {
-            return Ok(());
-        }
-        let stopsig = libc::WSTOPSIG(status);
-        if status >> 16 == 0 && stopsig != libc::SIGTRAP && stopsig != libc::SIGTRAP | 0x80 {
-            caught.push(
-                ptrace::caught(tid, stopsig)
-                    .map_err(|e| RemoteError::new("PTRACE_GETSIGINFO", e))?,
-            );
-        }
-    }
+    resume_until(
+        tid,
+        libc::PTRACE_CONT,
+        "waiting for the interrupt stop",
+        |st| st >> 16 == PTRACE_EVENT_STOP,
+        caught,
+    )
 }
 
-/// Resumes `tid` to its next syscall stop. Signal-delivery stops on the
-/// way are suppressed and their signals kept in `caught`; other stops
-/// resume.
+/// Resumes `tid` to its next syscall stop.
 fn to_syscall_stop(tid: i32, caught: &mut Vec<ptrace::Caught>) -> Result<(), RemoteError> {
+    resume_until(
+        tid,
+        libc::PTRACE_SYSCALL,
+        "waiting for a syscall stop",
+        |st| st >> 16 == 0 && libc::WSTOPSIG(st) == libc::SIGTRAP | 0x80,
+        caught,
+    )
+}
+
+/// Resumes `tid` with `req` until a stop that `done` accepts, within
+/// STOP_TIMEOUT. Signal-delivery stops on the way are suppressed and their
+/// signals kept in `caught`; other stops just resume.
+fn resume_until(
+    tid: i32,
+    req: libc::c_uint,
+    what: &'static str,
+    done: impl Fn(i32) -> bool,
+    caught: &mut Vec<ptrace::Caught>,
+) -> Result<(), RemoteError> {
     let deadline = Instant::now() + STOP_TIMEOUT;
     loop {
-        request(libc::PTRACE_SYSCALL, tid, 0).map_err(|e| RemoteError::new("PTRACE_SYSCALL", e))?;
+        request(req, tid, 0).map_err(|e| RemoteError::new(what, e))?;
         let left = deadline.saturating_duration_since(Instant::now());
         let status = wait_stop(tid, left)
-            .map_err(|e| RemoteError::new("waiting for a syscall stop", e))?
-            .ok_or(RemoteError::new(
-                "waiting for a syscall stop",
-                libc::ETIMEDOUT,
-            ))?;
+            .map_err(|e| RemoteError::new(what, e))?
+            // Stops that keep coming count against the time too.
+            .filter(|_| !left.is_zero())
+            .ok_or(RemoteError::new(what, libc::ETIMEDOUT))?;
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
-            return Err(RemoteError::new("running the stub", libc::ESRCH));
+            return Err(RemoteError::new(what, libc::ESRCH));
         }
-        let stopsig = libc::WSTOPSIG(status);
-        if stopsig == libc::SIGTRAP | 0x80 {
+        if done(status) {
             return Ok(());
         }
-        if status >> 16 == 0 && stopsig != libc::SIGTRAP {
+        let stopsig = libc::WSTOPSIG(status);
+        if status >> 16 == 0 && stopsig & 0x7f != libc::SIGTRAP {
             caught.push(
                 ptrace::caught(tid, stopsig)
                     .map_err(|e| RemoteError::new("PTRACE_GETSIGINFO", e))?,

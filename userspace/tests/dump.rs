@@ -438,6 +438,17 @@ fn a_dump_kills_the_tree_after_its_images_are_written_root() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The value of `key` (with its colon) in /proc/PID/status.
+fn status_value(pid: i32, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 /// The signal state of every thread of `pids`, as /proc shows it: what a
 /// remote call that went wrong would leave changed.
 fn signal_lines(pids: &[i32]) -> Vec<String> {
@@ -963,14 +974,7 @@ fn a_process_under_seccomp_is_dumped_by_proc_root() {
             .unwrap()
     };
     let pid = child.id() as i32;
-    let seccomp = || {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap()
-            .lines()
-            .find(|l| l.starts_with("Seccomp:"))
-            .unwrap()
-            .to_string()
-    };
+    let seccomp = || format!("Seccomp:\t{}", status_value(pid, "Seccomp:"));
     while states(pid) != ['S'] {
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -1016,14 +1020,7 @@ fn a_signal_pending_at_the_freeze_is_in_the_image_root() {
         .spawn()
         .unwrap();
     let pid = child.id() as i32;
-    let caught = || {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("SigCgt:"))
-            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
-            .unwrap()
-    };
+    let caught = || u64::from_str_radix(&status_value(pid, "SigCgt:"), 16).unwrap();
     let t0 = Instant::now();
     while caught() & (1 << (libc::SIGUSR1 - 1)) == 0 && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(5));
