@@ -1161,13 +1161,11 @@ fn a_thread_inside_an_rseq_critical_section_is_saved_at_its_abort_handler_root()
             rseq_test_spin(tp.offset(__rseq_offset), counter);
         }
     }
-    let (start, end, abort) = unsafe {
-        (
-            &raw const rseq_test_start as u64,
-            &raw const rseq_test_end as u64,
-            &raw const rseq_test_abort as u64,
-        )
-    };
+    let (start, end, abort) = (
+        &raw const rseq_test_start as u64,
+        &raw const rseq_test_end as u64,
+        &raw const rseq_test_abort as u64,
+    );
     let count = || unsafe { std::ptr::read_volatile(counter) };
     std::thread::sleep(Duration::from_millis(50));
     for collector in ["bpf", "proc"] {
