@@ -297,7 +297,7 @@ pub fn run(
     // the section's abort handler on its way back; seeing the stub's
     // address instead, it would only clear rseq_cs. So the thread is
     // given the handler's address here.
-    if let Some(abort) = ptrace::rseq_abort_ip(tid, saved.rip) {
+    if let Some(abort) = ptrace::rseq_abort_ip(tid, saved.rip, None) {
         saved.rip = abort;
     }
     let resume = resume_regs(&saved);

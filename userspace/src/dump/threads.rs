@@ -26,7 +26,12 @@ pub fn collect(
     for t in snap.tasks.iter().filter(|t| !t.kthread && t.state != "Z") {
         for &tid in &t.threads {
             let mut r = ptrace::regs(tid).map_err(|e| err(tid, "registers", e))?;
-            if let Some(abort) = ptrace::rseq_abort_ip(tid, r.rip) {
+            let rseq = t
+                .detail
+                .as_ref()
+                .and_then(|d| d.threads.iter().find(|x| x.tid == tid))
+                .map(|x| x.rseq);
+            if let Some(abort) = ptrace::rseq_abort_ip(tid, r.rip, rseq) {
                 r.rip = abort;
             }
             let r = ptrace::resume_regs(&r);
