@@ -1154,8 +1154,9 @@ fn a_thread_inside_an_rseq_critical_section_is_saved_at_its_abort_handler_root()
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         // Only the spin from here: no allocation in a fork of a
-        // multithreaded process.
+        // multithreaded process. It dies with the test.
         unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             let tp: *mut u8;
             std::arch::asm!("mov {}, fs:0", out(reg) tp);
             rseq_test_spin(tp.offset(__rseq_offset), counter);
@@ -1166,6 +1167,18 @@ fn a_thread_inside_an_rseq_critical_section_is_saved_at_its_abort_handler_root()
         &raw const rseq_test_end as u64,
         &raw const rseq_test_abort as u64,
     );
+    // Killed however the test ends: a spinning child left behind takes a
+    // core from everything after it.
+    struct Reap(i32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            unsafe {
+                libc::kill(self.0, libc::SIGKILL);
+                libc::waitpid(self.0, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+    let _reap = Reap(pid);
     let count = || unsafe { std::ptr::read_volatile(counter) };
     std::thread::sleep(Duration::from_millis(50));
     for collector in ["bpf", "proc"] {
@@ -1185,8 +1198,4 @@ fn a_thread_inside_an_rseq_critical_section_is_saved_at_its_abort_handler_root()
         let _ = std::fs::remove_dir_all(&dir);
     }
     assert_eq!(states(pid), ['R']);
-    unsafe {
-        libc::kill(pid, libc::SIGKILL);
-        libc::waitpid(pid, std::ptr::null_mut(), 0);
-    }
 }

@@ -62,6 +62,9 @@ pub struct BpfCollector {
     links: Vec<OwnedFd>,
     ebpf: Ebpf,
     buf: Vec<u8>,
+    /// The fd records, decoded on a second thread while the mapping walk
+    /// fills `buf` (kept for its capacity).
+    files: Vec<u8>,
     /// readlink calls the last collection made (paths completed from /proc).
     last_path_lookups: usize,
     /// Collect [`crate::model::TaskDetail`]s too.
@@ -254,6 +257,7 @@ impl BpfCollector {
             links,
             ebpf,
             buf: Vec::with_capacity(1 << 20),
+            files: Vec::new(),
             last_path_lookups: 0,
             detail: false,
         })
@@ -555,31 +559,36 @@ impl Collector for BpfCollector {
                 snap.tasks[i].threads.push(t.pid);
             }
         }
-        // Records come grouped by task: one index lookup per run of them.
-        let mut at = Run::default();
-        let mut file_ids: HashMap<u64, u32, Fx> = HashMap::with_hasher(Fx);
+        // The fd records are decoded on a second thread while the mapping
+        // walk runs in the kernel on this one: the two cores overlap.
         self.read_stream(1)?;
-        each::<FileRecord>(&self.buf, |f| {
-            let Some(i) = at.index(f.tgid, f.pid, &index) else {
-                return Ok(());
-            };
-            let next = file_ids.len() as u32;
-            let id = *file_ids.entry(f.file).or_insert(next);
-            if let Some(fd) = fd_from(f, id, &mut paths)? {
-                snap.tasks[i].fds.push(fd);
-            }
-            Ok(())
-        })?;
-        at = Run::default();
-        self.read_stream(2)?;
-        each::<VmaRecord>(&self.buf, |v| {
-            let Some(i) = at.index(v.tgid, v.pid, &index) else {
-                return Ok(());
-            };
-            let leader = leaders[&v.tgid];
-            snap.tasks[i].vmas.push(vma_from(v, leader, &mut paths)?);
-            Ok(())
-        })?;
+        std::mem::swap(&mut self.buf, &mut self.files);
+        let files = std::mem::take(&mut self.files);
+        let (fds, vmas) = std::thread::scope(|sc| {
+            let fds = sc.spawn(|| decode_fds(&files, &index));
+            let vmas = (|| {
+                self.read_stream(2)?;
+                // Records come grouped by task: one index lookup per run.
+                let mut at = Run::default();
+                each::<VmaRecord>(&self.buf, |v| {
+                    let Some(i) = at.index(v.tgid, v.pid, &index) else {
+                        return Ok(());
+                    };
+                    let leader = leaders[&v.tgid];
+                    snap.tasks[i].vmas.push(vma_from(v, leader, &mut paths)?);
+                    Ok(())
+                })
+            })();
+            (fds.join(), vmas)
+        });
+        self.files = files;
+        vmas?;
+        let (fds, lookups) =
+            fds.map_err(|_| CollectError::Decode("the fd decoder panicked".into()))??;
+        paths.lookups += lookups;
+        for (i, fd) in fds {
+            snap.tasks[i].fds.push(fd);
+        }
         if self.detail {
             // The first walk chose the tree; this one, with the filter
             // set, adds the extension records of its tasks.
@@ -600,6 +609,30 @@ impl Collector for BpfCollector {
         snap.canonicalize();
         Ok(snap)
     }
+}
+
+/// The fds of the selected tasks (by index into the snapshot) from a
+/// stream of fd records, with the readlinks its own path cache made.
+fn decode_fds(
+    buf: &[u8],
+    index: &HashMap<i32, usize>,
+) -> Result<(Vec<(usize, Fd)>, usize), CollectError> {
+    let mut paths = PathCache::default();
+    let mut at = Run::default();
+    let mut file_ids: HashMap<u64, u32, Fx> = HashMap::with_hasher(Fx);
+    let mut out = vec![];
+    each::<FileRecord>(buf, |f| {
+        let Some(i) = at.index(f.tgid, f.pid, index) else {
+            return Ok(());
+        };
+        let next = file_ids.len() as u32;
+        let id = *file_ids.entry(f.file).or_insert(next);
+        if let Some(fd) = fd_from(f, id, &mut paths)? {
+            out.push((i, fd));
+        }
+        Ok(())
+    })?;
+    Ok((out, paths.lookups))
 }
 
 fn task_from(r: &TaskRecord, paths: &mut PathCache) -> Result<Task, CollectError> {
