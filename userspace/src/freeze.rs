@@ -6,13 +6,12 @@
 //! left stopped.
 
 use crate::collect::{proc::resolve_tgid, proc::tree_pids, CollectError};
-use crate::ptrace::{caught, request as ptrace, wait_stop, Caught};
+use crate::ptrace::{
+    caught, request as ptrace, wait_stop, Caught, PTRACE_EVENT_STOP, PTRACE_O_TRACESYSGOOD,
+    STOP_TIMEOUT,
+};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
-
-const PTRACE_EVENT_STOP: i32 = 128;
-/// How long a thread may take to reach its interrupt stop.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Frozen {
     root: i32,
@@ -34,9 +33,6 @@ pub struct Frozen {
     /// When the first thread was stopped.
     since: Instant,
 }
-
-/// PTRACE_O_TRACESYSGOOD: syscall stops report SIGTRAP | 0x80.
-const SEIZE_OPTIONS: libc::c_long = 1;
 
 /// The live threads of the tree at `root` right now.
 fn tree_threads(root: i32) -> Vec<i32> {
@@ -137,7 +133,7 @@ impl Frozen {
     }
 
     fn seize(&mut self, tid: i32) -> Result<(), i32> {
-        ptrace(libc::PTRACE_SEIZE, tid, SEIZE_OPTIONS)?;
+        ptrace(libc::PTRACE_SEIZE, tid, PTRACE_O_TRACESYSGOOD)?;
         // From here on release() detaches it, whatever happens next.
         self.tids.insert(tid, None);
         ptrace(libc::PTRACE_INTERRUPT, tid, 0)?;

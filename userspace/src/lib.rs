@@ -13,6 +13,7 @@ pub mod dump;
 pub mod freeze;
 pub mod image;
 pub mod model;
+pub mod pagemap;
 pub mod plan;
 pub mod ptrace;
 pub mod remote;

@@ -17,6 +17,12 @@ const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
 /// Large enough for any XSAVE layout (AMX's is about 11 KiB).
 const XSTATE_MAX: usize = 64 * 1024;
 pub const SIGINFO_SIZE: usize = 128;
+/// `status >> 16` of an interrupt or group stop of a seized thread.
+pub const PTRACE_EVENT_STOP: i32 = 128;
+/// Syscall stops report SIGTRAP | 0x80: the option every tracee has.
+pub const PTRACE_O_TRACESYSGOOD: libc::c_long = 1;
+/// How long a thread may take to reach a stop dumper waits for.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn errno() -> i32 {
     std::io::Error::last_os_error()
@@ -225,8 +231,8 @@ const NR_RESTART_SYSCALL: u64 = 219;
 
 /// The registers a thread stopped inside a system call must resume with
 /// when it returns to user space without the kernel's own restart logic:
-/// after syscalls were run in it here (the stop it resumes from is then a
-/// syscall stop, not the signal path), or in a restored process. What
+/// in a saved image (a restored process), or when the remote stub returns
+/// by itself after dumper's death. What
 /// arch/x86/kernel/signal.c does when no handler runs: re-execute the
 /// interrupted call, or restart_syscall(2) for a restart block (which, in
 /// a process that lacks the block, returns EINTR).

@@ -34,7 +34,11 @@
 //! dumper steps them; a stub finishing after dumper's death runs under the
 //! thread's filter again.
 
-use crate::ptrace::{self, errno, regs, request, resume_regs, set_regs, wait_stop, Regs};
+use crate::pagemap::{self, PAGE};
+use crate::ptrace::{
+    self, errno, regs, request, resume_regs, set_regs, wait_stop, Regs, PTRACE_EVENT_STOP,
+    PTRACE_O_TRACESYSGOOD, STOP_TIMEOUT,
+};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -103,18 +107,13 @@ pub fn stub_code() -> &'static [u8] {
 }
 
 const RED_ZONE: u64 = 128;
-const PAGE: u64 = 4096;
 /// A signal frame's size, generously (AMX's XSAVE area is about 11 KiB).
 const FRAME_ROOM: u64 = 16 * 1024;
 /// The general-purpose registers the stub pops (all but rsp), then flags
 /// and the return address.
 const SAVED_WORDS: u64 = 15 + 2;
 const SLOT: u64 = 56;
-const PTRACE_EVENT_STOP: i32 = 128;
-const PTRACE_O_TRACESYSGOOD: libc::c_long = 1;
 const PTRACE_O_SUSPEND_SECCOMP: libc::c_long = 1 << 21;
-/// How long a thread may take to reach its next syscall stop.
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An argument of a call: a value, or the address of a byte offset into
 /// the call's buffer.
@@ -249,12 +248,6 @@ pub struct Ran {
     pub fresh: Vec<u64>,
 }
 
-/// How much stack below the stack pointer a run of `calls` calls with a
-/// `buf_len`-byte buffer takes.
-pub fn stack_needed(calls: usize, buf_len: usize) -> u64 {
-    RED_ZONE + SAVED_WORDS * 8 + (calls as u64 + 2) * SLOT + buf_len as u64 + 16 + 64
-}
-
 /// Counts syscall stops across runs, for `DUMPER_FAULT=remote-stop:N`:
 /// dumper then stops at the Nth stop (0: registers set, thread not yet
 /// resumed) and waits to be killed. How the tests kill dumper at an exact
@@ -307,7 +300,7 @@ pub fn run(
     // registers (r15 lowest), the call table, the buffer (with two signal
     // masks after the caller's bytes), then the stub's own stack.
     let ret_slot = sp - RED_ZONE - 8;
-    let save = ret_slot - 16 * 8;
+    let save = ret_slot + 8 - SAVED_WORDS * 8;
     let ncalls = calls.len() + 2;
     let table = (save - ncalls as u64 * SLOT) & !15;
     let masks_at = buf.len().next_multiple_of(8);
@@ -374,15 +367,13 @@ pub fn run(
     // Pages of the area the thread has never touched: the run makes them
     // present (zero-filled again afterwards), the dump must not save them.
     let first_page = stub_sp & !(PAGE - 1);
-    let npages = ((ret_slot + 8 - first_page).div_ceil(PAGE)) as usize;
-    let mut pm = vec![0u8; npages * 8];
-    std::fs::File::open(format!("/proc/{tid}/pagemap"))
-        .and_then(|f| f.read_exact_at(&mut pm, first_page / PAGE * 8))
-        .map_err(|e| RemoteError::new("reading the thread's pagemap", io_errno(&e)))?;
-    let fresh = pm
-        .chunks_exact(8)
+    let end_page = (ret_slot + 8).next_multiple_of(PAGE);
+    let fresh = std::fs::File::open(format!("/proc/{tid}/pagemap"))
+        .and_then(|f| pagemap::entries(&f, first_page, end_page))
+        .map_err(|e| RemoteError::new("reading the thread's pagemap", io_errno(&e)))?
+        .into_iter()
         .enumerate()
-        .filter(|(_, e)| u64::from_le_bytes((*e).try_into().unwrap()) >> 62 == 0)
+        .filter(|(_, e)| e & (pagemap::PRESENT | pagemap::SWAP) == 0)
         .map(|(i, _)| first_page + i as u64 * PAGE)
         .collect();
 
@@ -439,7 +430,10 @@ pub fn run(
     // handler that runs then), as if dumper had never run anything.
     set_regs(tid, &saved).map_err(|e| RemoteError::new("restoring registers", e))?;
     repark(tid, &mut caught)?;
-    let word = |i: usize| i64::from_le_bytes(table_bytes[i * 56..i * 56 + 8].try_into().unwrap());
+    let word = |i: usize| {
+        let o = i * SLOT as usize;
+        i64::from_le_bytes(table_bytes[o..o + 8].try_into().unwrap())
+    };
     if word(0) != 0 || word(ncalls - 1) != 0 {
         return Err(RemoteError::new(
             "rt_sigprocmask",

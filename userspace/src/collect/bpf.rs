@@ -562,8 +562,7 @@ impl Collector for BpfCollector {
         // The fd records are decoded on a second thread while the mapping
         // walk runs in the kernel on this one: the two cores overlap.
         self.read_stream(1)?;
-        std::mem::swap(&mut self.buf, &mut self.files);
-        let files = std::mem::take(&mut self.files);
+        let files = std::mem::replace(&mut self.buf, std::mem::take(&mut self.files));
         let (fds, vmas) = std::thread::scope(|sc| {
             let fds = sc.spawn(|| decode_fds(&files, &index));
             let vmas = (|| {

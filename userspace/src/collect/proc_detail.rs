@@ -129,59 +129,55 @@ fn task_detail(t: &Task, frozen: &mut Frozen) -> Result<TaskDetail, CollectError
             flags: (w(8) as u32) & !SS_ONSTACK,
         }
     };
-    let result = (|| {
-        for &tid in &threads {
-            let seccomp =
-                status_mask(&read(format!("/proc/{pid}/task/{tid}/status"))?, "Seccomp:") != 0;
-            let mut calls = vec![];
-            let mut buf_len = 24;
-            if tid == leader {
-                // The process-wide state: handlers, brk.
-                for sig in 1..=NSIG {
-                    let at = Arg::Buf(24 + (sig - 1) * 32);
-                    calls.push(Call::new(
-                        libc::SYS_rt_sigaction,
-                        &[Arg::Val(sig as u64), Arg::Val(0), at, Arg::Val(8)],
-                    ));
-                }
-                calls.push(Call::new(libc::SYS_brk, &[Arg::Val(0)]));
-                buf_len += NSIG * 32;
+    for &tid in &threads {
+        let seccomp =
+            status_mask(&read(format!("/proc/{pid}/task/{tid}/status"))?, "Seccomp:") != 0;
+        let mut calls = vec![];
+        let mut buf_len = 24;
+        if tid == leader {
+            // The process-wide state: handlers, brk.
+            for sig in 1..=NSIG {
+                let at = Arg::Buf(24 + (sig - 1) * 32);
+                calls.push(Call::new(
+                    libc::SYS_rt_sigaction,
+                    &[Arg::Val(sig as u64), Arg::Val(0), at, Arg::Val(8)],
+                ));
             }
-            calls.push(Call::new(
-                libc::SYS_sigaltstack,
-                &[Arg::Val(0), Arg::Buf(0)],
-            ));
-            let ran = remote::run(&stub, tid, floor, &calls, &vec![0; buf_len], seccomp)
-                .map_err(|e| remote(e, tid))?;
-            frozen.hold_signals(tid, ran.caught);
-            frozen.not_the_trees(pid, ran.fresh);
-            if let Some((i, r)) = ran
-                .results
-                .iter()
-                .enumerate()
-                .find(|(i, &r)| r < 0 && calls[*i].nr != libc::SYS_brk)
-            {
-                let name = if calls[i].nr == libc::SYS_sigaltstack {
-                    "sigaltstack"
-                } else {
-                    "rt_sigaction"
-                };
-                return Err(kernel(tid, name, -*r as i32));
-            }
-            stacks.insert(tid, altstack(&ran.buf[..24]));
-            if tid == leader {
-                d.sigactions = ran.buf[24..]
-                    .chunks_exact(32)
-                    .map(SigAction::from_kernel)
-                    .collect();
-                mm.brk = ran.results[NSIG] as u64;
-            }
+            calls.push(Call::new(libc::SYS_brk, &[Arg::Val(0)]));
+            buf_len += NSIG * 32;
         }
-        Ok(())
-    })();
-    // After a failed run a thread may still be inside the stub (it
-    // finishes it once released): then the stub stays, inert afterwards.
-    result?;
+        calls.push(Call::new(
+            libc::SYS_sigaltstack,
+            &[Arg::Val(0), Arg::Buf(0)],
+        ));
+        let ran = remote::run(&stub, tid, floor, &calls, &vec![0; buf_len], seccomp)
+            .map_err(|e| remote(e, tid))?;
+        frozen.hold_signals(tid, ran.caught);
+        frozen.not_the_trees(pid, ran.fresh);
+        if let Some((i, r)) = ran
+            .results
+            .iter()
+            .enumerate()
+            .find(|(i, &r)| r < 0 && calls[*i].nr != libc::SYS_brk)
+        {
+            let name = if calls[i].nr == libc::SYS_sigaltstack {
+                "sigaltstack"
+            } else {
+                "rt_sigaction"
+            };
+            return Err(kernel(tid, name, -*r as i32));
+        }
+        stacks.insert(tid, altstack(&ran.buf[..24]));
+        if tid == leader {
+            d.sigactions = ran.buf[24..]
+                .chunks_exact(32)
+                .map(SigAction::from_kernel)
+                .collect();
+            mm.brk = ran.results[NSIG] as u64;
+        }
+    }
+    // A failed run returned above and left the stub in place: a thread
+    // may still be inside it (it finishes it once released); inert after.
     stub.remove().map_err(|e| remote(e, pid))?;
 
     for &tid in &threads {

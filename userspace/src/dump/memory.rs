@@ -36,11 +36,9 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
-const PM_PRESENT: u64 = 1 << 63;
-const PM_SWAP: u64 = 1 << 62;
-const PM_FILE: u64 = 1 << 61;
-const PM_EXCLUSIVE: u64 = 1 << 56;
-const PFN_MASK: u64 = (1 << 55) - 1;
+use crate::pagemap::{
+    EXCLUSIVE as PM_EXCLUSIVE, FILE as PM_FILE, PFN_MASK, PRESENT as PM_PRESENT, SWAP as PM_SWAP,
+};
 /// Bytes copied per batch: large enough that system calls do not count,
 /// small enough to stay in cache-friendly territory.
 const BATCH: usize = 8 << 20;
@@ -91,14 +89,8 @@ pub struct Stats {
 }
 
 fn pagemap_entries(pm: &File, pid: i32, start: u64, end: u64) -> Result<Vec<u64>, DumpError> {
-    let n = ((end - start) / PAGE_SIZE) as usize;
-    let mut buf = vec![0u8; n * 8];
-    pm.read_exact_at(&mut buf, start / PAGE_SIZE * 8)
-        .map_err(|e| DumpError::io(format!("/proc/{pid}/pagemap"), e))?;
-    Ok(buf
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-        .collect())
+    crate::pagemap::entries(pm, start, end)
+        .map_err(|e| DumpError::io(format!("/proc/{pid}/pagemap"), e))
 }
 
 fn open_pagemap(pid: i32) -> Result<File, DumpError> {
