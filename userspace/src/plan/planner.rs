@@ -70,6 +70,9 @@ struct Planner<'a> {
     /// the final tree: it forks a helper that forks the child, and the
     /// helper's exit hands the child to the parent.
     reparent_via: HashMap<(i32, i32), i32>,
+    /// Zombie session leaders that held an fd table of the target while
+    /// alive: zombie → a live member of that table.
+    adopted: HashMap<i32, i32>,
     /// The next pid for helpers that need no particular pid.
     fresh: i32,
     strategy: Strategy,
@@ -88,14 +91,23 @@ struct Strategy {
     /// when another member near that process's parent looks as if it could
     /// make it (it may itself depend on the table).
     wait_for_deeper_mates: bool,
+    /// A zombie session leader joins the fd table of the leaders it makes
+    /// in its session too, not only of its other members: a leader born
+    /// there may take a table of another session into its own.
+    carry_leaders: bool,
+    /// Zombie session leaders hold the fd tables their session must have
+    /// got from outside ([`Planner::adopt`]).
+    adopt: bool,
 }
 
 impl Strategy {
     /// Every combination, the default first.
     fn all() -> impl Iterator<Item = Strategy> {
-        (0..4u8).map(|b| Strategy {
+        (0..16u8).map(|b| Strategy {
             deeper_helper: b & 1 != 0,
             wait_for_deeper_mates: b & 2 != 0,
+            carry_leaders: b & 4 != 0,
+            adopt: b & 8 != 0,
         })
     }
 }
@@ -217,7 +229,59 @@ impl<'a> Planner<'a> {
             })
     }
 
+    /// The processes that share x's fd table while the plan runs: the
+    /// target's sharers, and the zombie leader that carried it into its
+    /// session.
+    fn table_of(&self, x: i32) -> Vec<i32> {
+        let key = self.adopted.get(&x).copied().unwrap_or(x);
+        let mut v = self.t.table_of(key);
+        if v.len() > 1 || key != x {
+            if let Some((&z, _)) = self.adopted.iter().find(|(_, m)| v.contains(m)) {
+                v.push(z);
+                v.sort_unstable();
+            }
+        }
+        v
+    }
+
+    /// A table with members outside session Z that cannot have received it
+    /// (their session's leader is alive and outside the table, or it is
+    /// session 1) and a member in session Z, whose leader Z is a zombie:
+    /// the table began outside Z, and only Z's setsid can have brought it
+    /// in. Z was in the table while alive.
+    fn adopt(&mut self) {
+        for table in &self.t.tables {
+            let closed = |s: i32| {
+                s == 1
+                    || self
+                        .t
+                        .procs
+                        .get(&s)
+                        .is_some_and(|l| !l.zombie && !table.contains(&s))
+            };
+            let outside: BTreeSet<i32> = table
+                .iter()
+                .map(|&m| self.sid(m))
+                .filter(|&s| closed(s))
+                .collect();
+            if outside.is_empty() {
+                continue;
+            }
+            let z = table.iter().map(|&m| self.sid(m)).find(|&s| {
+                !outside.contains(&s)
+                    && self.t.procs.get(&s).is_some_and(|l| l.zombie)
+                    && !self.adopted.contains_key(&s)
+            });
+            if let Some(z) = z {
+                self.adopted.insert(z, table[0]);
+            }
+        }
+    }
+
     fn prepass(&mut self) -> Result<(), String> {
+        if self.strategy.adopt {
+            self.adopt();
+        }
         // Non-leaders first: a leader has the born-in way out, others not.
         let mut needs: Vec<(bool, i32, i32, i32)> = vec![];
         for x in self.t.procs.values() {
@@ -247,21 +311,29 @@ impl<'a> Planner<'a> {
             // birth must not wait for anything then.
             .filter(|&x| {
                 let pp = self.t.procs[&x].ppid;
-                !self
-                    .children
-                    .get(&pp)
-                    .into_iter()
-                    .flatten()
-                    .any(|&y| y != x && self.sid(y) == x)
+                // (A zombie that carries a table in must be born with it.)
+                self.adopted.contains_key(&x)
+                    || !self
+                        .children
+                        .get(&pp)
+                        .into_iter()
+                        .flatten()
+                        .any(|&y| y != x && self.sid(y) == x)
             })
             .collect();
         for x in leaders {
-            let orphan = self.t.table_of(x).into_iter().find(|&m| {
-                m != x
-                    && !self.is_leader(m)
-                    && self.sid(m) != x
-                    && self.final_below(x, self.t.procs[&m].ppid)
-            });
+            let table = self.table_of(x);
+            // Rather one whose session no leader of the table can bring it.
+            let orphan = table
+                .iter()
+                .copied()
+                .filter(|&m| {
+                    m != x
+                        && !self.is_leader(m)
+                        && self.sid(m) != x
+                        && self.final_below(x, self.t.procs[&m].ppid)
+                })
+                .min_by_key(|&m| (table.contains(&self.sid(m)), m));
             if let Some(m) = orphan {
                 let s = self.sid(m);
                 let saved = (
@@ -280,7 +352,7 @@ impl<'a> Planner<'a> {
 
     /// Creates `x` as a child of `p`, then its subtree.
     fn spawn(&mut self, p: i32, x: i32) -> Result<(), String> {
-        let table = self.t.table_of(x);
+        let table = self.table_of(x);
         let want = self.birth(x);
         let mate = self.mate(x);
         let fits = |pl: &Self, c: i32| pl.can_create(x, c);
@@ -314,7 +386,8 @@ impl<'a> Planner<'a> {
         };
         // A zombie's or helper's fd table does not outlive it: sharing its
         // creator's lets it make children that share that table.
-        let share = mate.is_some() || self.t.procs[&x].zombie;
+        // One that carries a table of its own into its session starts it.
+        let share = mate.is_some() || self.t.procs[&x].zombie && !self.adopted.contains_key(&x);
         let s = self.cur[&creator];
         if creator == p {
             self.push(
@@ -380,7 +453,6 @@ impl<'a> Planner<'a> {
     fn dying_helper_source(&self, p: i32, x: i32) -> Option<i32> {
         let want = self.birth(x);
         let mate = self
-            .t
             .table_of(x)
             .into_iter()
             .find(|m| *m != x && self.cur.contains_key(m));
@@ -454,9 +526,13 @@ impl<'a> Planner<'a> {
             .map(|y| y.pid);
         kids.iter()
             .copied()
-            .filter(|&y| y != k && !self.is_leader(y) && self.birth(y) == Some(k))
+            .filter(|&y| {
+                y != k
+                    && (self.strategy.carry_leaders || !self.is_leader(y))
+                    && self.birth(y) == Some(k)
+            })
             .chain(orphans)
-            .flat_map(|y| self.t.table_of(y))
+            .flat_map(|y| self.table_of(y))
             .find(|m| kids.contains(m) && self.birth(*m) != Some(k) && *m != k)
     }
 
@@ -494,21 +570,73 @@ impl<'a> Planner<'a> {
             )));
         }
         if !self.cur.contains_key(&s) {
-            self.push(
-                p,
-                Op::Fork {
-                    pid: s,
-                    share_files: true,
-                },
-            );
+            // x shares a table p is not in: a process of that table below
+            // p makes the helper through a dying one, which hands it to p.
+            // Or the table another child of p that it will make needs:
+            // the helper can join one table only.
+            let src = self.table_source(p, x).or_else(|| {
+                self.children
+                    .get(&p)
+                    .into_iter()
+                    .flatten()
+                    .filter(|&&y| !self.cur.contains_key(&y) && self.birth(y) == Some(s))
+                    .find_map(|&y| self.table_source(p, y))
+            });
+            let g = match src {
+                Some(a) => {
+                    let d = self.fresh;
+                    self.fresh += 1;
+                    let fork = |pid| Op::Fork {
+                        pid,
+                        share_files: true,
+                    };
+                    self.push(a, fork(d));
+                    self.push(d, fork(s));
+                    if p != 1 {
+                        self.push(p, Op::Subreaper { on: true });
+                    }
+                    self.push(d, Op::Exit);
+                    self.push(a, Op::Wait { pid: d });
+                    if p != 1 {
+                        self.push(p, Op::Subreaper { on: false });
+                    }
+                    self.table_group(a)
+                }
+                None => {
+                    self.push(
+                        p,
+                        Op::Fork {
+                            pid: s,
+                            share_files: true,
+                        },
+                    );
+                    self.table_group(p)
+                }
+            };
             self.push(s, Op::Setsid);
             self.cur.insert(s, s);
-            let g = self.table_group(p);
             self.table_alias.insert(s, g);
             self.helpers.push(s);
             self.helper_parent.insert(s, p);
         }
         Ok(s)
+    }
+
+    /// A made process below `p` in the fd table `x` must share, when `p`
+    /// itself is not in it.
+    fn table_source(&self, p: i32, x: i32) -> Option<i32> {
+        let g = self.table_group(self.mate(x)?);
+        if self.table_group(p) == g {
+            return None;
+        }
+        let mut cands: Vec<i32> = self
+            .cur
+            .keys()
+            .copied()
+            .filter(|&a| self.table_group(a) == g && self.is_below(a, p))
+            .collect();
+        cands.sort_unstable();
+        cands.first().copied()
     }
 
     /// Creates the children of `x` (just created).
@@ -535,7 +663,7 @@ impl<'a> Planner<'a> {
                     .filter(|&m| {
                         m != x
                             && !self.cur.contains_key(&m)
-                            && self.t.table_of(m).contains(&x)
+                            && self.table_of(m).contains(&x)
                             && self.birth(m).is_none_or(|s| s == b)
                     })
                     .collect();
@@ -548,7 +676,6 @@ impl<'a> Planner<'a> {
                 // (orphans of a helper it forked): made through a dying
                 // helper now, for the same reason.
                 let orphans: Vec<i32> = self
-                    .t
                     .table_of(x)
                     .into_iter()
                     .filter(|&m| {
@@ -590,7 +717,7 @@ impl<'a> Planner<'a> {
         let follows = |k: i32| {
             self.carrier_table(x, k).is_some()
                 || self.is_leader(k)
-                    && self.t.table_of(k).iter().any(|&m| {
+                    && self.table_of(k).iter().any(|&m| {
                         m != k
                             && kidset.contains(&m)
                             && self.birth(k).is_none_or(|b| self.birth(m) == Some(b))
@@ -613,7 +740,7 @@ impl<'a> Planner<'a> {
                 .is_some_and(|a| !pl.cur.contains_key(a))
                 // Or its fd table's first member is deeper in the tree:
                 // then a dying helper under that one makes it.
-                || pl.t.table_of(k).iter().any(|&m| {
+                || pl.table_of(k).iter().any(|&m| {
                     m != k && !pl.cur.contains_key(&m) && pl.final_below(m, x) && !pl.final_below(m, k)
                 })
         };
@@ -643,6 +770,11 @@ impl<'a> Planner<'a> {
                 },
             };
             let k = order.remove(i);
+                eprintln!(
+                    "  pick {k} under {x} from {order:?} mw {}",
+                    self.must_wait(x, k)
+                );
+            }
             self.spawn(x, k)?;
         }
         for k in deferred {
@@ -657,8 +789,7 @@ impl<'a> Planner<'a> {
     /// be in that table too (CLONE_FILES). Without one, x's table starts
     /// as a copy of its creator's, which is still empty.
     fn mate(&self, x: i32) -> Option<i32> {
-        self.t
-            .table_of(x)
+        self.table_of(x)
             .into_iter()
             .find(|m| *m != x && self.cur.contains_key(m))
     }
@@ -676,13 +807,29 @@ impl<'a> Planner<'a> {
     /// fd table: m's parent has no process of that table near it to make
     /// m from, so k has to be made from m's side (a dying helper m forks).
     fn must_wait(&self, x: i32, k: i32) -> bool {
-        let table = self.t.table_of(k);
+        let table = self.table_of(k);
+        // The table's first member must lie below every parent of a member
+        // that is outside the table: a process of the table can only make
+        // processes below its own parent.
+        if table.len() > 1 && self.mate(k).is_none() {
+            let origin = |o: i32| {
+                table.iter().all(|&m| {
+                    let pm = self.t.procs[&m].ppid;
+                    table.contains(&pm) || self.final_below(o, pm)
+                })
+            };
+            if !origin(k) && table.iter().any(|&o| o != k && origin(o)) {
+                return true;
+            }
+        }
         let bk = self.birth(k);
         table.iter().any(|&m| {
             if m == k
                 || self.cur.contains_key(&m)
                 || !self.final_below(m, x)
                 || self.final_below(m, k)
+                // A sibling: the order among x's children handles it.
+                || self.t.procs[&m].ppid == x
             {
                 return false;
             }
@@ -715,7 +862,9 @@ impl<'a> Planner<'a> {
         let s = want.unwrap_or(self.cur[&p]);
         self.session_helper.get(&s) == Some(&p)
             && !self.cur.contains_key(&s)
-            && mate.is_none_or(|m| self.table_group(p) == self.table_group(m))
+            && mate.is_none_or(|m| {
+                self.table_group(p) == self.table_group(m) || self.table_source(p, x).is_some()
+            })
     }
 
     fn groups(&mut self) -> Result<(), String> {
@@ -782,14 +931,37 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        // Leaders that moved to another group.
-        for (&g, members) in &groups {
-            for &m in members {
-                if m != g && pgid[&m] != g {
-                    self.push(m, Op::Setpgid { pid: m, pgid: g });
-                    pgid.insert(m, g);
+        // Leaders that moved to another group, each after those that
+        // joined its group (which leaves with its last member).
+        let moved: BTreeMap<i32, i32> = groups
+            .iter()
+            .flat_map(|(&g, ms)| ms.iter().map(move |&m| (m, g)))
+            .filter(|&(m, g)| m != g && pgid[&m] != g)
+            .collect();
+        let mut done: BTreeSet<i32> = BTreeSet::new();
+        fn visit(
+            m: i32,
+            moved: &BTreeMap<i32, i32>,
+            done: &mut BTreeSet<i32>,
+            order: &mut Vec<(i32, i32)>,
+        ) {
+            if !done.insert(m) {
+                return;
+            }
+            for (&n, &g) in moved {
+                if g == m {
+                    visit(n, moved, done, order);
                 }
             }
+            order.push((m, moved[&m]));
+        }
+        let mut order = vec![];
+        for &m in moved.keys() {
+            visit(m, &moved, &mut done, &mut order);
+        }
+        for (m, g) in order {
+            self.push(m, Op::Setpgid { pid: m, pgid: g });
+            pgid.insert(m, g);
         }
         Ok(())
     }
@@ -932,6 +1104,9 @@ pub fn plan(t: &Target) -> Result<Plan, String> {
         match plan_with(t, s) {
             Ok(p) => return Ok(p),
             Err(e) => {
+                if std::env::var_os("DUMPER_PLAN_DEBUG").is_some() {
+                    eprintln!("  strategy {s:?}: {e}");
+                }
                 first.get_or_insert(e);
             }
         }
@@ -957,6 +1132,7 @@ fn plan_with(t: &Target, strategy: Strategy) -> Result<Plan, String> {
         session_helper: HashMap::new(),
         table_alias: HashMap::new(),
         reparent_via: HashMap::new(),
+        adopted: HashMap::new(),
         fresh: t
             .procs
             .values()
