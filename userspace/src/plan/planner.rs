@@ -770,11 +770,6 @@ impl<'a> Planner<'a> {
                 },
             };
             let k = order.remove(i);
-                eprintln!(
-                    "  pick {k} under {x} from {order:?} mw {}",
-                    self.must_wait(x, k)
-                );
-            }
             self.spawn(x, k)?;
         }
         for k in deferred {
