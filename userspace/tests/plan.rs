@@ -46,18 +46,23 @@ fn run(seeds: std::ops::Range<u64>, ops: usize) -> Vec<(u64, String)> {
     failed
 }
 
-/// Every plan is proven. Not every reachable state is planned yet: shapes
-/// that need a zombie carrier in a shared fd table, or reparenting through
-/// more than one dying helper, are refused with the reason. The rate is
-/// held so that it can only go up.
+/// Every plan is proven. Not every reachable state is planned yet: at 400
+/// operations about 1 in 700 is refused with the reason (at 800, 1 in 80),
+/// in shapes that need a session leader made below a deeper parent and
+/// moved up by a dying helper, or a table carried through more than one
+/// zombie. The rates are held so that they can only go up: the seeds of
+/// the first three rows plan fully, the last row's seeds were never looked
+/// at while the planner was written.
 #[test]
 fn random_reachable_states_are_planned_and_proven() {
     for (n, ops, floor) in [
-        (3000u64, 60usize, 1.0),
-        (1000, 200, 0.998),
-        (1000, 400, 0.99),
+        (0..3000u64, 60usize, 1.0),
+        (0..1000, 200, 1.0),
+        (0..1000, 400, 1.0),
+        (20_000..20_500, 800, 0.99),
     ] {
-        let failed = run(0..n, ops);
+        let failed = run(n.clone(), ops);
+        let n = n.end - n.start;
         for (s, e) in failed.iter().take(8) {
             eprintln!("{ops} ops, seed {s}: {e}");
         }
@@ -210,6 +215,43 @@ fn hard_shapes_are_planned() {
             ],
             r#","files":[{"id":"p","kind":"pipe","end":"r","peer":"q"},{"id":"q","kind":"pipe","end":"w","peer":"p"},{"id":"s1","kind":"socket","peer":"s2"},{"id":"s2","kind":"socket","peer":"s1"}],
                "fds":{"50":{"0":"p","1":"q","7":"s1"},"51":{"0":"p","1":"q","7":"s1"},"52":{"3":"s2","4":"q"}},"fd_tables":[[50,51]]"#,
+        ),
+    );
+    plans(
+        "a zombie session leader that carried an fd table into its session",
+        &tree(
+            &[
+                (1, 0, 1, 1, "a"),
+                (6, 1, 6, 6, "a"),
+                (10, 6, 10, 10, "z"),
+                (13, 1, 1, 1, "a"),
+                (26, 6, 10, 10, "a"),
+            ],
+            r#","fd_tables":[[13,26]]"#,
+        ),
+    );
+    plans(
+        "a dead session leader's table shared with a process of another session",
+        &tree(
+            &[
+                (1, 0, 1, 1, "a"),
+                (16, 1, 1, 1, "a"),
+                (29, 1, 14, 14, "a"),
+                (55, 1, 14, 14, "a"),
+            ],
+            r#","fd_tables":[[16,55]]"#,
+        ),
+    );
+    plans(
+        "two group leaders, each in the other's group",
+        &tree(
+            &[
+                (1, 0, 1, 1, "a"),
+                (5, 1, 8, 1, "a"),
+                (8, 1, 5, 1, "a"),
+                (11, 5, 5, 1, "a"),
+            ],
+            "",
         ),
     );
 }

@@ -98,16 +98,27 @@ struct Strategy {
     /// Zombie session leaders hold the fd tables their session must have
     /// got from outside ([`Planner::adopt`]).
     adopt: bool,
+    /// A leader that carries its session for its siblings may still be
+    /// born in another session to make its fd table's orphans there.
+    carriers_born_in: bool,
+    /// [`Planner::adopt`] for every table with members in more than one
+    /// session.
+    adopt_wide: bool,
 }
 
 impl Strategy {
-    /// Every combination, the default first.
+    /// Every combination, fewest choices changed first (nearly every
+    /// target that the default does not build takes one change).
     fn all() -> impl Iterator<Item = Strategy> {
-        (0..16u8).map(|b| Strategy {
+        let mut bits: Vec<u8> = (0..64).collect();
+        bits.sort_by_key(|b| (b.count_ones(), *b));
+        bits.into_iter().map(|b| Strategy {
             deeper_helper: b & 1 != 0,
             wait_for_deeper_mates: b & 2 != 0,
             carry_leaders: b & 4 != 0,
             adopt: b & 8 != 0,
+            carriers_born_in: b & 16 != 0,
+            adopt_wide: b & 32 != 0,
         })
     }
 }
@@ -261,14 +272,18 @@ impl<'a> Planner<'a> {
             };
             let outside: BTreeSet<i32> = table
                 .iter()
-                .map(|&m| self.sid(m))
+                .filter_map(|&m| self.birth(m))
                 .filter(|&s| closed(s))
                 .collect();
-            if outside.is_empty() {
+            // Wider: any table that also has members in other sessions
+            // (their leaders may have been born in Z's session).
+            if outside.is_empty() && !self.strategy.adopt_wide {
                 continue;
             }
-            let z = table.iter().map(|&m| self.sid(m)).find(|&s| {
+            let sessions: BTreeSet<i32> = table.iter().map(|&m| self.sid(m)).collect();
+            let z = table.iter().filter_map(|&m| self.birth(m)).find(|&s| {
                 !outside.contains(&s)
+                    && sessions.len() > 1
                     && self.t.procs.get(&s).is_some_and(|l| l.zombie)
                     && !self.adopted.contains_key(&s)
             });
@@ -279,9 +294,6 @@ impl<'a> Planner<'a> {
     }
 
     fn prepass(&mut self) -> Result<(), String> {
-        if self.strategy.adopt {
-            self.adopt();
-        }
         // Non-leaders first: a leader has the born-in way out, others not.
         let mut needs: Vec<(bool, i32, i32, i32)> = vec![];
         for x in self.t.procs.values() {
@@ -298,6 +310,10 @@ impl<'a> Planner<'a> {
         for (_, p, s, why) in needs {
             self.provide(p, s, why)?;
         }
+        // After the births above: a leader's birth session counts.
+        if self.strategy.adopt || self.strategy.adopt_wide {
+            self.adopt();
+        }
         // A leader sharing its fd table with an orphan of another session
         // (its parent above the leader) made it through a dying helper
         // before its setsid: it was born in that session.
@@ -313,6 +329,7 @@ impl<'a> Planner<'a> {
                 let pp = self.t.procs[&x].ppid;
                 // (A zombie that carries a table in must be born with it.)
                 self.adopted.contains_key(&x)
+                    || self.strategy.carriers_born_in
                     || !self
                         .children
                         .get(&pp)
@@ -324,18 +341,19 @@ impl<'a> Planner<'a> {
         for x in leaders {
             let table = self.table_of(x);
             // Rather one whose session no leader of the table can bring it.
+            // Leaders bound to a birth session count too, after the rest.
             let orphan = table
                 .iter()
                 .copied()
-                .filter(|&m| {
+                .filter_map(|m| Some((m, self.birth(m)?)))
+                .filter(|&(m, b)| {
                     m != x
-                        && !self.is_leader(m)
-                        && self.sid(m) != x
+                        && b != x
+                        && (!self.is_leader(m) || self.strategy.adopt_wide)
                         && self.final_below(x, self.t.procs[&m].ppid)
                 })
-                .min_by_key(|&m| (table.contains(&self.sid(m)), m));
-            if let Some(m) = orphan {
-                let s = self.sid(m);
+                .min_by_key(|&(m, b)| (self.is_leader(m), table.contains(&b), m));
+            if let Some((_, s)) = orphan {
                 let saved = (
                     self.born_in.clone(),
                     self.session_helper.clone(),
@@ -622,6 +640,23 @@ impl<'a> Planner<'a> {
         Ok(s)
     }
 
+    /// Whether the helper of session `s` under `p` must wait before it is
+    /// made: a child it will make shares a table that comes from outside
+    /// the session and that no process has yet, and the helper can only
+    /// join a table when it is made.
+    fn helper_waits(&self, p: i32, s: i32) -> bool {
+        self.children.get(&p).into_iter().flatten().any(|&y| {
+            let table = self.table_of(y);
+            !self.cur.contains_key(&y)
+                && self.birth(y) == Some(s)
+                && table.len() > 1
+                && table.iter().all(|m| !self.cur.contains_key(m))
+                && table
+                    .iter()
+                    .any(|&m| self.sid(m) != s && !self.is_leader(m))
+        })
+    }
+
     /// A made process below `p` in the fd table `x` must share, when `p`
     /// itself is not in it.
     fn table_source(&self, p: i32, x: i32) -> Option<i32> {
@@ -857,6 +892,7 @@ impl<'a> Planner<'a> {
         let s = want.unwrap_or(self.cur[&p]);
         self.session_helper.get(&s) == Some(&p)
             && !self.cur.contains_key(&s)
+            && !self.helper_waits(p, s)
             && mate.is_none_or(|m| {
                 self.table_group(p) == self.table_group(m) || self.table_source(p, x).is_some()
             })
@@ -926,37 +962,40 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        // Leaders that moved to another group, each after those that
-        // joined its group (which leaves with its last member).
-        let moved: BTreeMap<i32, i32> = groups
+        // Leaders that moved to another group. A move needs its group to
+        // exist, and a leader's leaving ends its own group unless someone
+        // else is in it: each goes once its group is there and leaving
+        // strands no one still to join it.
+        let mut moved: BTreeMap<i32, i32> = groups
             .iter()
             .flat_map(|(&g, ms)| ms.iter().map(move |&m| (m, g)))
             .filter(|&(m, g)| m != g && pgid[&m] != g)
             .collect();
-        let mut done: BTreeSet<i32> = BTreeSet::new();
-        fn visit(
-            m: i32,
-            moved: &BTreeMap<i32, i32>,
-            done: &mut BTreeSet<i32>,
-            order: &mut Vec<(i32, i32)>,
-        ) {
-            if !done.insert(m) {
-                return;
-            }
-            for (&n, &g) in moved {
-                if g == m {
-                    visit(n, moved, done, order);
-                }
-            }
-            order.push((m, moved[&m]));
-        }
-        let mut order = vec![];
-        for &m in moved.keys() {
-            visit(m, &moved, &mut done, &mut order);
-        }
-        for (m, g) in order {
+        while !moved.is_empty() {
+            let count =
+                |g: i32, pgid: &HashMap<i32, i32>| pgid.values().filter(|&&v| v == g).count();
+            let next = moved
+                .iter()
+                .map(|(&m, &g)| (m, g))
+                .filter(|&(_, g)| count(g, &pgid) > 0)
+                .find(|&(m, _)| {
+                    !moved.values().any(|&g| g == m) || count(m, &pgid) > 1 || pgid[&m] != m
+                })
+                .or_else(|| {
+                    moved
+                        .iter()
+                        .map(|(&m, &g)| (m, g))
+                        .find(|&(_, g)| count(g, &pgid) > 0)
+                });
+            let Some((m, g)) = next else {
+                return Err(unsupported(format!(
+                    "the groups of {:?} cannot all be made",
+                    moved.keys().collect::<Vec<_>>()
+                )));
+            };
             self.push(m, Op::Setpgid { pid: m, pgid: g });
             pgid.insert(m, g);
+            moved.remove(&m);
         }
         Ok(())
     }
@@ -1095,7 +1134,10 @@ impl<'a> Planner<'a> {
 /// reason the first strategy met).
 pub fn plan(t: &Target) -> Result<Plan, String> {
     let mut first = None;
-    for s in Strategy::all() {
+    // A refusal costs one attempt per strategy: fewer for big targets, so
+    // that refusing 10,000 processes takes seconds, not a minute.
+    let attempts = (200_000 / t.procs.len().max(1)).clamp(4, 64);
+    for s in Strategy::all().take(attempts) {
         match plan_with(t, s) {
             Ok(p) => return Ok(p),
             Err(e) => {
