@@ -70,6 +70,12 @@ struct Planner<'a> {
     /// the final tree: it forks a helper that forks the child, and the
     /// helper's exit hands the child to the parent.
     reparent_via: HashMap<(i32, i32), i32>,
+    /// Session leaders made below a deeper parent of their members:
+    /// leader → that parent.
+    lead_below: HashMap<i32, i32>,
+    /// Leaders made so, with the dying helper that holds them until they
+    /// are lifted: leader → helper.
+    lifted: BTreeMap<i32, i32>,
     /// Zombie session leaders that held an fd table of the target while
     /// alive: zombie → a live member of that table.
     adopted: HashMap<i32, i32>,
@@ -104,13 +110,21 @@ struct Strategy {
     /// [`Planner::adopt`] for every table with members in more than one
     /// session.
     adopt_wide: bool,
+    /// A session leader whose members have a parent below its own is
+    /// made below that one and lifted ([`Planner::lead_from`]).
+    lift_leaders: bool,
+    /// [`Planner::adopt`] by where the table must start.
+    adopt_origin: bool,
+    /// A leader with children in a session whose leader is gone is born
+    /// in it rather than made the parent of its helper.
+    born_first: bool,
 }
 
 impl Strategy {
     /// Every combination, fewest choices changed first (nearly every
     /// target that the default does not build takes one change).
     fn all() -> impl Iterator<Item = Strategy> {
-        let mut bits: Vec<u8> = (0..64).collect();
+        let mut bits: Vec<u16> = (0..512).collect();
         bits.sort_by_key(|b| (b.count_ones(), *b));
         bits.into_iter().map(|b| Strategy {
             deeper_helper: b & 1 != 0,
@@ -119,6 +133,9 @@ impl Strategy {
             adopt: b & 8 != 0,
             carriers_born_in: b & 16 != 0,
             adopt_wide: b & 32 != 0,
+            lift_leaders: b & 64 != 0,
+            adopt_origin: b & 128 != 0,
+            born_first: b & 256 != 0,
         })
     }
 }
@@ -160,8 +177,17 @@ impl<'a> Planner<'a> {
             return Ok(());
         }
         if !self.t.procs.contains_key(&s) {
-            match self.session_helper.get(&s) {
-                Some(&q) if q == p => return Ok(()),
+            match self.session_helper.get(&s).copied() {
+                Some(q) if q == p => return Ok(()),
+                // A leader is rather born in s, its parent providing s.
+                _ if self.strategy.born_first
+                    && self.is_leader(p)
+                    && p != 1
+                    && !self.born_in.contains_key(&p)
+                    && self.born_there(p, s) =>
+                {
+                    return Ok(());
+                }
                 None => {
                     self.session_helper.insert(s, p);
                     return Ok(());
@@ -169,7 +195,13 @@ impl<'a> Planner<'a> {
                 // p is below the parent chosen so far: the helper goes
                 // under p, the deeper one, and q's children of s come up
                 // to q through dying helpers it forks.
-                Some(&q) if self.strategy.deeper_helper && self.final_below(p, q) => {
+                // (Not under a leader that its parent's session can give
+                // birth to: it makes its children of s before its setsid.)
+                Some(q)
+                    if self.strategy.deeper_helper
+                        && self.final_below(p, q)
+                        && !(self.is_leader(p) && self.sid(self.t.procs[&p].ppid) == s) =>
+                {
                     self.session_helper.insert(s, p);
                     self.reparent_via.insert((q, s), s);
                     return Ok(());
@@ -178,19 +210,8 @@ impl<'a> Planner<'a> {
             }
         }
         // p left session s with setsid after creating what it needed there.
-        if self.is_leader(p) && p != 1 && !self.born_in.contains_key(&p) {
-            let saved = (
-                self.born_in.clone(),
-                self.session_helper.clone(),
-                self.reparent_via.clone(),
-            );
-            self.born_in.insert(p, s);
-            let pp = self.t.procs[&p].ppid;
-            if self.provide(pp, s, p).is_ok() {
-                return Ok(());
-            }
-            // Its parent cannot give it that birth: undo, try the rest.
-            (self.born_in, self.session_helper, self.reparent_via) = saved;
+        if self.is_leader(p) && p != 1 && !self.born_in.contains_key(&p) && self.born_there(p, s) {
+            return Ok(());
         }
         // A process of session s below p: a helper it forks makes the
         // child, and dies.
@@ -206,11 +227,62 @@ impl<'a> Planner<'a> {
                 return Ok(());
             }
         }
+        // The session's leader is made below p, where it makes p's children
+        // of s, and is lifted to its own parent (above p) by a dying
+        // helper afterwards.
+        if let Some(l) = self.t.procs.get(&s) {
+            let pl = l.ppid;
+            if self.strategy.lift_leaders
+                && self.final_below(p, pl)
+                && !self.born_in.contains_key(&s)
+                && self.table_of(s).len() == 1
+            {
+                match self.lead_below.get(&s).copied() {
+                    None => {
+                        self.lead_below.insert(s, p);
+                    }
+                    Some(q) if q == p => {}
+                    Some(q) if self.final_below(p, q) => {
+                        self.lead_below.insert(s, p);
+                        self.reparent_via.insert((q, s), s);
+                    }
+                    Some(q) if self.final_below(q, p) => {
+                        self.reparent_via.insert((p, s), s);
+                        return Ok(());
+                    }
+                    Some(_) => {
+                        return Err(unsupported(format!(
+                            "session {s} has members under {p} and under another branch"
+                        )))
+                    }
+                }
+                self.reparent_via.insert((p, s), s);
+                self.reparent_via.insert((pl, s), s);
+                return Ok(());
+            }
+        }
         Err(unsupported(format!(
             "process {why} (session {s}) has parent {p} in session {}, and no way into session {s} from {p}: its leader is {} and {p} cannot have been born in it",
             self.sid(p),
             if self.t.procs.contains_key(&s) { format!("process {s}, not a child of {p}") } else { "gone, its helper already serving another parent".into() }
         )))
+    }
+
+    /// Leader `p` is born in session `s`, if its parent can give it that
+    /// birth; nothing changes otherwise.
+    fn born_there(&mut self, p: i32, s: i32) -> bool {
+        let saved = (
+            self.born_in.clone(),
+            self.session_helper.clone(),
+            self.reparent_via.clone(),
+        );
+        self.born_in.insert(p, s);
+        let pp = self.t.procs[&p].ppid;
+        if self.provide(pp, s, p).is_ok() {
+            return true;
+        }
+        (self.born_in, self.session_helper, self.reparent_via) = saved;
+        false
     }
 
     /// A process that ends in session `s` and is a descendant of `p` in
@@ -247,10 +319,14 @@ impl<'a> Planner<'a> {
         let key = self.adopted.get(&x).copied().unwrap_or(x);
         let mut v = self.t.table_of(key);
         if v.len() > 1 || key != x {
-            if let Some((&z, _)) = self.adopted.iter().find(|(_, m)| v.contains(m)) {
-                v.push(z);
-                v.sort_unstable();
-            }
+            let zs: Vec<i32> = self
+                .adopted
+                .iter()
+                .filter(|(_, m)| v.contains(m))
+                .map(|(&z, _)| z)
+                .collect();
+            v.extend(zs);
+            v.sort_unstable();
         }
         v
     }
@@ -275,6 +351,38 @@ impl<'a> Planner<'a> {
                 .filter_map(|&m| self.birth(m))
                 .filter(|&s| closed(s))
                 .collect();
+            // By origin: the table starts with a member below every
+            // outside parent of the others, in that one's session; every
+            // other session of the table led by a zombie got it from its
+            // leader.
+            if self.strategy.adopt_origin {
+                let origin = |o: i32| {
+                    table.iter().all(|&m| {
+                        let pm = self.t.procs[&m].ppid;
+                        table.contains(&pm) || self.final_below(o, pm)
+                    })
+                };
+                let b0 = table
+                    .iter()
+                    .copied()
+                    .filter(|&o| origin(o))
+                    .find_map(|o| self.birth(o));
+                if let Some(b0) = b0 {
+                    let zs: BTreeSet<i32> = table
+                        .iter()
+                        .filter_map(|&m| self.birth(m))
+                        .filter(|&z| {
+                            z != b0
+                                && self.t.procs.get(&z).is_some_and(|l| l.zombie)
+                                && !self.adopted.contains_key(&z)
+                        })
+                        .collect();
+                    for z in zs {
+                        self.adopted.insert(z, table[0]);
+                    }
+                    continue;
+                }
+            }
             // Wider: any table that also has members in other sessions
             // (their leaders may have been born in Z's session).
             if outside.is_empty() && !self.strategy.adopt_wide {
@@ -311,7 +419,7 @@ impl<'a> Planner<'a> {
             self.provide(p, s, why)?;
         }
         // After the births above: a leader's birth session counts.
-        if self.strategy.adopt || self.strategy.adopt_wide {
+        if self.strategy.adopt || self.strategy.adopt_wide || self.strategy.adopt_origin {
             self.adopt();
         }
         // A leader sharing its fd table with an orphan of another session
@@ -370,6 +478,11 @@ impl<'a> Planner<'a> {
 
     /// Creates `x` as a child of `p`, then its subtree.
     fn spawn(&mut self, p: i32, x: i32) -> Result<(), String> {
+        if let Some(l) = self.birth(x) {
+            if self.lead_below.get(&l) == Some(&p) && !self.cur.contains_key(&l) {
+                self.lead_from(p, l)?;
+            }
+        }
         let table = self.table_of(x);
         let want = self.birth(x);
         let mate = self.mate(x);
@@ -428,6 +541,51 @@ impl<'a> Planner<'a> {
         let alias = if share { self.table_group(creator) } else { x };
         self.table_alias.insert(x, alias);
         self.build(x)
+    }
+
+    /// Makes leader `l` below `p` through a helper that stays until
+    /// [`Planner::lift`] hands `l` to its own parent.
+    fn lead_from(&mut self, p: i32, l: i32) -> Result<(), String> {
+        let d = self.fresh;
+        self.fresh += 1;
+        let s = self.cur[&p];
+        self.push(
+            p,
+            Op::Fork {
+                pid: d,
+                share_files: false,
+            },
+        );
+        self.push(
+            d,
+            Op::Fork {
+                pid: l,
+                share_files: false,
+            },
+        );
+        self.cur.insert(d, s);
+        self.cur.insert(l, s);
+        self.helper_parent.insert(d, p);
+        self.lifted.insert(l, d);
+        self.table_alias.insert(l, l);
+        self.build(l)
+    }
+
+    /// The helpers holding leaders made below deeper parents exit: each
+    /// leader goes to its own parent, the nearest subreaper then.
+    fn lift(&mut self) {
+        let lifted = std::mem::take(&mut self.lifted);
+        for (l, d) in lifted {
+            let pl = self.t.procs[&l].ppid;
+            if pl != 1 {
+                self.push(pl, Op::Subreaper { on: true });
+            }
+            self.push(d, Op::Exit);
+            self.push(self.helper_parent[&d], Op::Wait { pid: d });
+            if pl != 1 {
+                self.push(pl, Op::Subreaper { on: false });
+            }
+        }
     }
 
     /// `a` (in x's session, below p) forks a helper that forks x; the
@@ -508,6 +666,7 @@ impl<'a> Planner<'a> {
         let parent = |q: i32| {
             self.helper_parent
                 .get(&q)
+                .or_else(|| self.lifted.get(&q))
                 .copied()
                 .or_else(|| self.t.procs.get(&q).map(|t| t.ppid))
         };
@@ -567,7 +726,7 @@ impl<'a> Planner<'a> {
             .into_iter()
             .flatten()
             .copied()
-            .filter(|c| self.cur.contains_key(c))
+            .filter(|c| self.cur.contains_key(c) && !self.lifted.contains_key(c))
             .collect();
         v.extend(
             self.helpers
@@ -770,7 +929,8 @@ impl<'a> Planner<'a> {
         // Children waiting for a process of their session that another
         // child's subtree will make.
         let waits = |pl: &Self, k: i32| {
-            pl.birth(k)
+            pl.lead_below.contains_key(&k)
+                || pl.birth(k)
                 .and_then(|s| pl.reparent_via.get(&(x, s)))
                 .is_some_and(|a| !pl.cur.contains_key(a))
                 // Or its fd table's first member is deeper in the tree:
@@ -880,6 +1040,9 @@ impl<'a> Planner<'a> {
 
     /// Whether `spawn(p, x)` can succeed now.
     fn feasible(&self, p: i32, x: i32) -> bool {
+        if self.lead_below.contains_key(&x) {
+            return false;
+        }
         let want = self.birth(x);
         let mate = self.mate(x);
         let fits = |c: i32| self.can_create(x, c);
@@ -1170,6 +1333,8 @@ fn plan_with(t: &Target, strategy: Strategy) -> Result<Plan, String> {
         table_alias: HashMap::new(),
         reparent_via: HashMap::new(),
         adopted: HashMap::new(),
+        lead_below: HashMap::new(),
+        lifted: BTreeMap::new(),
         fresh: t
             .procs
             .values()
@@ -1180,15 +1345,18 @@ fn plan_with(t: &Target, strategy: Strategy) -> Result<Plan, String> {
         strategy,
     };
     pl.prepass()?;
-    if let Err(e) = pl.build(1).and_then(|()| pl.groups()) {
+    if let Err(e) = pl.build(1).and_then(|()| {
+        pl.lift();
+        pl.groups()
+    }) {
         // DUMPER_PLAN_DEBUG=1: what was made before the refusal.
         if std::env::var_os("DUMPER_PLAN_DEBUG").is_some() {
             for st in &pl.steps {
                 eprintln!("  so far: {st}");
             }
             eprintln!(
-                "  born_in {:?} helpers {:?} via {:?}",
-                pl.born_in, pl.session_helper, pl.reparent_via
+                "  born_in {:?} helpers {:?} via {:?} adopted {:?} lead_below {:?}",
+                pl.born_in, pl.session_helper, pl.reparent_via, pl.adopted, pl.lead_below
             );
         }
         return Err(e);
