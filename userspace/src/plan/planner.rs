@@ -118,13 +118,16 @@ struct Strategy {
     /// A leader with children in a session whose leader is gone is born
     /// in it rather than made the parent of its helper.
     born_first: bool,
+    /// When no child can be made, one that waited for a deeper process
+    /// goes before one that cannot be made at all.
+    deferred_first: bool,
 }
 
 impl Strategy {
     /// Every combination, fewest choices changed first (nearly every
     /// target that the default does not build takes one change).
     fn all() -> impl Iterator<Item = Strategy> {
-        let mut bits: Vec<u16> = (0..512).collect();
+        let mut bits: Vec<u16> = (0..1024).collect();
         bits.sort_by_key(|b| (b.count_ones(), *b));
         bits.into_iter().map(|b| Strategy {
             deeper_helper: b & 1 != 0,
@@ -136,6 +139,7 @@ impl Strategy {
             lift_leaders: b & 64 != 0,
             adopt_origin: b & 128 != 0,
             born_first: b & 256 != 0,
+            deferred_first: b & 512 != 0,
         })
     }
 }
@@ -362,6 +366,21 @@ impl<'a> Planner<'a> {
                         table.contains(&pm) || self.final_below(o, pm)
                     })
                 };
+                // A zombie leader of one of its sessions that lies below
+                // all those parents can have started it itself.
+                let zombie_origin = table
+                    .iter()
+                    .filter_map(|&m| self.birth(m))
+                    .filter(|&z| {
+                        self.t.procs.get(&z).is_some_and(|l| l.zombie)
+                            && !self.adopted.contains_key(&z)
+                            && origin(z)
+                    })
+                    .max_by_key(|&z| self.depth(z));
+                if let Some(z) = zombie_origin {
+                    self.adopted.insert(z, table[0]);
+                    continue;
+                }
                 let b0 = table
                     .iter()
                     .copied()
@@ -647,6 +666,16 @@ impl<'a> Planner<'a> {
             .collect();
         cands.sort_unstable();
         cands.into_iter().find(|&a| self.is_below(a, p))
+    }
+
+    /// How far `a` is below pid 1 in the target's tree.
+    fn depth(&self, a: i32) -> usize {
+        let (mut d, mut up) = (0, self.t.procs[&a].ppid);
+        while up != 0 {
+            d += 1;
+            up = self.t.procs[&up].ppid;
+        }
+        d
     }
 
     /// Whether `a` is a descendant of `p` in the target's tree.
@@ -961,7 +990,19 @@ impl<'a> Planner<'a> {
                         deferred.push(order.remove(i));
                         continue;
                     }
-                    None => 0,
+                    // Nothing can be made now: a child that waited goes
+                    // first when one can (it may be what the rest need).
+                    None => match deferred
+                        .iter()
+                        .position(|&k| self.strategy.deferred_first && self.feasible(x, k))
+                    {
+                        Some(j) => {
+                            let k = deferred.remove(j);
+                            self.spawn(x, k)?;
+                            continue;
+                        }
+                        None => 0,
+                    },
                 },
             };
             let k = order.remove(i);
@@ -1299,7 +1340,7 @@ pub fn plan(t: &Target) -> Result<Plan, String> {
     let mut first = None;
     // A refusal costs one attempt per strategy: fewer for big targets, so
     // that refusing 10,000 processes takes seconds, not a minute.
-    let attempts = (200_000 / t.procs.len().max(1)).clamp(4, 64);
+    let attempts = (200_000 / t.procs.len().max(1)).clamp(4, 256);
     for s in Strategy::all().take(attempts) {
         match plan_with(t, s) {
             Ok(p) => return Ok(p),
