@@ -47,19 +47,18 @@ fn run(seeds: std::ops::Range<u64>, ops: usize) -> Vec<(u64, String)> {
 }
 
 /// Every plan is proven. Not every reachable state is planned yet: at 400
-/// operations about 1 in 700 is refused with the reason (at 800, 1 in 80),
-/// in shapes that need a session leader made below a deeper parent and
-/// moved up by a dying helper, or a table carried through more than one
-/// zombie. The rates are held so that they can only go up: the seeds of
-/// the first three rows plan fully, the last row's seeds were never looked
-/// at while the planner was written.
+/// operations about 1 in 2,500 is refused with the reason (at 800, about 1
+/// in 400), in shapes that combine several of the planner's constructions
+/// in ways it does not try. The rates are held so that they can only go
+/// up: the seeds of the first three rows plan fully, the last row's seeds
+/// were not looked at while the planner was written.
 #[test]
 fn random_reachable_states_are_planned_and_proven() {
     for (n, ops, floor) in [
         (0..3000u64, 60usize, 1.0),
         (0..1000, 200, 1.0),
         (0..1000, 400, 1.0),
-        (20_000..20_500, 800, 0.99),
+        (20_000..20_500, 800, 0.995),
     ] {
         let failed = run(n.clone(), ops);
         let n = n.end - n.start;

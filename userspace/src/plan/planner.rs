@@ -121,13 +121,16 @@ struct Strategy {
     /// When no child can be made, one that waited for a deeper process
     /// goes before one that cannot be made at all.
     deferred_first: bool,
+    /// Lifting a leader ([`Planner::lift_into`]) before a birth in
+    /// another session.
+    lift_first: bool,
 }
 
 impl Strategy {
     /// Every combination, fewest choices changed first (nearly every
     /// target that the default does not build takes one change).
     fn all() -> impl Iterator<Item = Strategy> {
-        let mut bits: Vec<u16> = (0..1024).collect();
+        let mut bits: Vec<u16> = (0..2048).collect();
         bits.sort_by_key(|b| (b.count_ones(), *b));
         bits.into_iter().map(|b| Strategy {
             deeper_helper: b & 1 != 0,
@@ -140,6 +143,7 @@ impl Strategy {
             adopt_origin: b & 128 != 0,
             born_first: b & 256 != 0,
             deferred_first: b & 512 != 0,
+            lift_first: b & 1024 != 0,
         })
     }
 }
@@ -213,6 +217,11 @@ impl<'a> Planner<'a> {
                 Some(_) => {}
             }
         }
+        if self.strategy.lift_first {
+            if let Some(r) = self.lift_into(p, s) {
+                return r;
+            }
+        }
         // p left session s with setsid after creating what it needed there.
         if self.is_leader(p) && p != 1 && !self.born_in.contains_key(&p) && self.born_there(p, s) {
             return Ok(());
@@ -231,12 +240,23 @@ impl<'a> Planner<'a> {
                 return Ok(());
             }
         }
-        // The session's leader is made below p, where it makes p's children
-        // of s, and is lifted to its own parent (above p) by a dying
-        // helper afterwards.
+        if let Some(r) = self.lift_into(p, s) {
+            return r;
+        }
+        Err(unsupported(format!(
+            "process {why} (session {s}) has parent {p} in session {}, and no way into session {s} from {p}: its leader is {} and {p} cannot have been born in it",
+            self.sid(p),
+            if self.t.procs.contains_key(&s) { format!("process {s}, not a child of {p}") } else { "gone, its helper already serving another parent".into() }
+        )))
+    }
+
+    /// The leader of session `s` is made below p, where it makes p's children
+    /// of s, and is lifted to its own parent (above p) by a dying helper
+    /// afterwards. None when that does not apply.
+    fn lift_into(&mut self, p: i32, s: i32) -> Option<Result<(), String>> {
         if let Some(l) = self.t.procs.get(&s) {
             let pl = l.ppid;
-            if self.strategy.lift_leaders
+            if (self.strategy.lift_leaders || self.strategy.lift_first)
                 && self.final_below(p, pl)
                 && !self.born_in.contains_key(&s)
                 && self.table_of(s).len() == 1
@@ -252,24 +272,20 @@ impl<'a> Planner<'a> {
                     }
                     Some(q) if self.final_below(q, p) => {
                         self.reparent_via.insert((p, s), s);
-                        return Ok(());
+                        return Some(Ok(()));
                     }
                     Some(_) => {
-                        return Err(unsupported(format!(
+                        return Some(Err(unsupported(format!(
                             "session {s} has members under {p} and under another branch"
-                        )))
+                        ))))
                     }
                 }
                 self.reparent_via.insert((p, s), s);
                 self.reparent_via.insert((pl, s), s);
-                return Ok(());
+                return Some(Ok(()));
             }
         }
-        Err(unsupported(format!(
-            "process {why} (session {s}) has parent {p} in session {}, and no way into session {s} from {p}: its leader is {} and {p} cannot have been born in it",
-            self.sid(p),
-            if self.t.procs.contains_key(&s) { format!("process {s}, not a child of {p}") } else { "gone, its helper already serving another parent".into() }
-        )))
+        None
     }
 
     /// Leader `p` is born in session `s`, if its parent can give it that
