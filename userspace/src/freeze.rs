@@ -165,6 +165,12 @@ impl Frozen {
             self.job_stopped.insert(tid, libc::WSTOPSIG(status));
         }
         self.tids.insert(tid, Some(sig));
+        log_debug!(
+            "thread {} seized and stopped (status {:#x}, signal {} dequeued)",
+            tid,
+            status as u32,
+            sig
+        );
         Ok(())
     }
 

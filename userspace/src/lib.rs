@@ -7,6 +7,9 @@
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("dumper supports x86_64 only so far");
 
+// First: its macros are used by the modules below.
+#[macro_use]
+pub mod log;
 pub mod collect;
 pub mod compare;
 pub mod dump;

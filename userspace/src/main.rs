@@ -21,6 +21,14 @@ struct Cli {
     /// `dumper -t PID -D DIR [--collect=bpf|proc]`: the same as `dumper dump`.
     #[command(flatten)]
     dump: Option<DumpArgs>,
+    /// Log verbosity, CRIU's numbers: 0 nothing, 1 errors, 2 warnings,
+    /// 3 information, 4 every step (the default: it costs next to nothing).
+    #[arg(short = 'v', global = true, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=4))]
+    verbosity: Option<u8>,
+    /// Log file, binary (read it with `dumper log decode FILE`). Default:
+    /// DIR.log beside a dump's image directory; none for other commands.
+    #[arg(short = 'o', long = "log-file", global = true, value_name = "FILE")]
+    log_file: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -134,6 +142,24 @@ enum Cmd {
     /// tests): prints its manifest as JSON, lives until stdin closes.
     #[command(hide = true)]
     Sample,
+    /// Read dumper's binary logs.
+    Log {
+        #[command(subcommand)]
+        cmd: LogCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCmd {
+    /// Print a log as text (time since the start, thread, level, source
+    /// location, message), or with --json one object with every entry.
+    /// A log whose writer died reads up to its last whole record.
+    Decode {
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn summary(s: &Snapshot, c: &dyn Collector, ns: u128) {
@@ -433,6 +459,67 @@ fn run_plan(
     Ok(true)
 }
 
+fn run_log_decode(file: &std::path::Path, json: bool) -> Result<()> {
+    use dumper::log::decode;
+    use std::io::Write;
+    let b = std::fs::read(file).with_context(|| file.display().to_string())?;
+    let log = decode::decode(&file.display().to_string(), &b)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if json {
+        let v = serde_json::json!({
+            "pid": log.pid, "build": log.build, "opened_ns": log.opened_ns,
+            "closed": log.closed, "undefined": log.undefined, "entries": log.entries,
+        });
+        serde_json::to_writer(&mut out, &v)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "# log of dumper pid {} ({}), {} entries{}",
+            log.pid,
+            log.build,
+            log.entries.len(),
+            if log.closed {
+                ""
+            } else {
+                "; not closed: the writer died or still runs, this is all it finished"
+            }
+        )?;
+        for e in &log.entries {
+            writeln!(out, "{}", decode::text_line(e))?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Opens the log the command line asks for: -o FILE, or DIR.log beside a
+/// dump's image directory; at -v N (default 4).
+fn open_log(cli: &Cli) -> Result<Option<std::path::PathBuf>> {
+    let dump_dir = match &cli.cmd {
+        Some(Cmd::Dump(a)) => a.dir.as_deref(),
+        None => cli.dump.as_ref().and_then(|a| a.dir.as_deref()),
+        _ => None,
+    };
+    let v = cli.verbosity.unwrap_or(4);
+    let path = match (&cli.log_file, dump_dir) {
+        (Some(f), _) => f.clone(),
+        (None, Some(d)) => {
+            let mut p = d.as_os_str().to_owned();
+            p.push(".log");
+            std::path::PathBuf::from(p)
+        }
+        (None, None) => return Ok(None),
+    };
+    if v == 0 {
+        return Ok(None);
+    }
+    dumper::log::open(&path, v)
+        .with_context(|| format!("log file {} (choose another with -o FILE)", path.display()))?;
+    dumper::log_info!("{} started, verbosity {}", dumper::log::BUILD, v);
+    Ok(Some(path))
+}
+
 fn run_freeze(tree: i32) -> Result<()> {
     let frozen = Frozen::freeze(tree)?;
     println!("{{\"frozen_threads\": {}}}", frozen.threads());
@@ -465,6 +552,29 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let log = if matches!(
+        cli.cmd,
+        Some(Cmd::Janitor { .. } | Cmd::Sample | Cmd::Log { .. })
+    ) {
+        None
+    } else {
+        match open_log(&cli) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("dumper: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    };
+    // Every error ends in the log too, then the log is closed.
+    let finish = |r: &Result<bool>| {
+        if let Err(e) = r {
+            dumper::log_error!("failed: {}", format!("{e:#}"));
+        }
+        if log.is_some() && dumper::log::close() > 0 {
+            eprintln!("dumper: warning: the log filled up (1 GiB); its last records were dropped");
+        }
+    };
     let Some(cmd) = cli.cmd else {
         let r = match cli.dump {
             Some(a) => run_dump(a),
@@ -472,6 +582,8 @@ fn main() {
                 "name a command or -t PID -D DIR (see dumper --help)"
             )),
         };
+        let r = r.map(|()| true);
+        finish(&r);
         if let Err(e) = r {
             eprintln!("dumper: {e:#}");
             std::process::exit(1);
@@ -511,7 +623,11 @@ fn main() {
         } => run_compare(tree, &collect, detail, json),
         Cmd::Freeze { tree } => run_freeze(tree).map(|_| true),
         Cmd::Sample => dumper::sample::run(),
+        Cmd::Log {
+            cmd: LogCmd::Decode { file, json },
+        } => run_log_decode(&file, json).map(|_| true),
     };
+    finish(&r);
     match r {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),

@@ -123,6 +123,16 @@ pub enum Arg {
     Buf(usize),
 }
 
+impl Arg {
+    /// The value the thread sees, its buffer at `buf`.
+    fn raw(self, buf: u64) -> u64 {
+        match self {
+            Arg::Val(v) => v,
+            Arg::Buf(off) => buf + off as u64,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Call {
     pub nr: libc::c_long,
@@ -356,11 +366,7 @@ pub fn run(
         let slot = table + i as u64 * SLOT;
         put(&mut area, slot, c.nr as u64);
         for (j, a) in c.args.iter().enumerate() {
-            let v = match *a {
-                Arg::Val(v) => v,
-                Arg::Buf(off) => buf_addr + off as u64,
-            };
-            put(&mut area, slot + 8 * (j as u64 + 1), v);
+            put(&mut area, slot + 8 * (j as u64 + 1), a.raw(buf_addr));
         }
     }
 
@@ -434,6 +440,19 @@ pub fn run(
         let o = i * SLOT as usize;
         i64::from_le_bytes(table_bytes[o..o + 8].try_into().unwrap())
     };
+    if crate::log::enabled(crate::log::DEBUG) {
+        for (i, c) in program.iter().enumerate() {
+            log_debug!(
+                "thread {} remote syscall {}({:#x}, {:#x}, {:#x}) = {}",
+                tid,
+                c.nr as u64,
+                c.args[0].raw(buf_addr),
+                c.args[1].raw(buf_addr),
+                c.args[2].raw(buf_addr),
+                word(i)
+            );
+        }
+    }
     if word(0) != 0 || word(ncalls - 1) != 0 {
         return Err(RemoteError::new(
             "rt_sigprocmask",

@@ -599,7 +599,8 @@ fn a_dump_killed_anywhere_leaves_no_trace_root() {
             .flatten()
             .filter(|e| {
                 let n = e.file_name().to_string_lossy().into_owned();
-                n.contains(dir.file_name().unwrap().to_str().unwrap())
+                // The log stays beside the image directory on purpose.
+                n.contains(dir.file_name().unwrap().to_str().unwrap()) && !n.ends_with(".log")
             })
             .map(|e| e.path())
             .collect::<Vec<_>>()
@@ -645,6 +646,25 @@ fn a_dump_killed_anywhere_leaves_no_trace_root() {
             std::fs::remove_dir_all(&dir).unwrap();
             kept += 1;
         }
+        // Its log, however it ended, decodes: everything up to the kill,
+        // starting with the first line.
+        let log_path = parent.join(format!(
+            "{}.log",
+            dir.file_name().unwrap().to_str().unwrap()
+        ));
+        // (Killed between creating it and writing its header: all zeros.)
+        if let Some(b) = std::fs::read(&log_path)
+            .ok()
+            .filter(|b| b.iter().any(|&x| x != 0))
+        {
+            let l = dumper::log::decode::decode("dump log", &b)
+                .unwrap_or_else(|e| panic!("kill {i} ({sig} after {delay:?}, {collector}): {e}"));
+            assert!(
+                l.entries.first().is_none_or(|e| e.msg.contains("started")),
+                "kill {i}: the log lost its first line"
+            );
+        }
+        let _ = std::fs::remove_file(&log_path);
         // The janitor removes a temporary directory once dumper is gone.
         let t1 = Instant::now();
         while !leftovers().is_empty() && t1.elapsed() < Duration::from_secs(5) {

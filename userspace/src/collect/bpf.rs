@@ -251,6 +251,11 @@ impl BpfCollector {
                     CollectError::Kernel(format!("attaching iter/{iter_type}: {e}"))
                 })?,
             );
+            log_debug!(
+                "bpf: iter/{} program {} loaded and attached",
+                iter_type,
+                name
+            );
         }
         Ok(BpfCollector {
             programs,

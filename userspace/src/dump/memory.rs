@@ -286,6 +286,13 @@ fn copy_owned(p: &Plan, out: &mut RawFile) -> Result<(), DumpError> {
     let mem_run = |run: &mut Option<(u64, u64)>, out: &mut RawFile| {
         if let Some((a, len)) = run.take() {
             let mut b = vec![0u8; len as usize];
+            log_debug!(
+                "task {} pread /proc/{}/mem at {:#x}, {} bytes",
+                p.pid,
+                p.pid,
+                a,
+                len
+            );
             mem.read_exact_at(&mut b, a)
                 .map_err(|e| DumpError::io(format!("/proc/{}/mem at {a:#x}", p.pid), e))?;
             out.write(&b)?;
@@ -340,6 +347,24 @@ fn readv(pid: i32, ranges: &[(u64, u64)], buf: &mut [u8]) -> Result<(), DumpErro
         };
         // SAFETY: local points into buf; the remote ranges are only read.
         let n = unsafe { libc::process_vm_readv(pid, &local, 1, r.as_ptr(), r.len() as u64, 0) };
+        log_debug!(
+            "task {} process_vm_readv({} ranges from {:#x}, {} bytes) = {}",
+            pid,
+            r.len(),
+            r[0].iov_base as u64,
+            local.iov_len,
+            n as i64
+        );
+        if crate::log::enabled(crate::log::DEBUG) {
+            for x in &r {
+                log_debug!(
+                    "task {} page range {:#x} +{} bytes",
+                    pid,
+                    x.iov_base as u64,
+                    x.iov_len
+                );
+            }
+        }
         if n <= 0 {
             let e = std::io::Error::last_os_error();
             let at = ranges[first].0 + skip as u64;
@@ -377,6 +402,13 @@ fn read_mem_pages(pid: i32, addr: u64, pages: u64) -> Result<Vec<u8>, DumpError>
     let path = format!("/proc/{pid}/mem");
     let f = File::open(&path).map_err(|e| DumpError::io(&path, e))?;
     let mut b = vec![0u8; (pages * PAGE_SIZE) as usize];
+    log_debug!(
+        "task {} pread /proc/{}/mem at {:#x}, {} pages",
+        pid,
+        pid,
+        addr,
+        pages
+    );
     f.read_exact_at(&mut b, addr)
         .map_err(|e| DumpError::io(format!("{path} at {addr:#x}"), e))?;
     Ok(b)

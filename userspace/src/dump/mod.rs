@@ -110,8 +110,24 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
     } else {
         None
     };
+    log_info!(
+        "dump of tree {} with the {} collector into {}{}",
+        o.root,
+        o.collector,
+        o.dir.to_string_lossy(),
+        if o.verify {
+            ", verified by the other"
+        } else {
+            ""
+        }
+    );
     let mut dir = ImageDir::create(o.dir)?;
     let mut frozen = Frozen::freeze(o.root)?;
+    log_info!(
+        "tree frozen: {} threads in {} us",
+        frozen.threads(),
+        frozen.since().elapsed().as_micros() as u64
+    );
     let mut report = Report {
         collector: o.collector.to_string(),
         ..Default::default()
@@ -121,6 +137,8 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
     let mut snap = primary.collect_frozen(&mut frozen, true)?;
     let (threads, shared_siginfo) = threads::collect(&snap, &frozen)?;
     report.collect_ns = ns(tc.elapsed());
+    log_snapshot(&snap);
+    log_info!("collected in {} us", report.collect_ns / 1000);
     if let Some(c) = checker.as_mut() {
         let other = c.collect_frozen(&mut frozen, true)?;
         let ms = compare::diff(&snap, &other);
@@ -143,6 +161,13 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
     let mut pages = dir.raw(image::PAGES)?;
     let (memory, stats) = memory::dump(&snap, frozen.scratch_pages(), &mut pages)?;
     report.memory_ns = ns(tm.elapsed());
+    log_info!(
+        "memory: {} pages written, {} shared, {} shared memory objects, in {} us",
+        stats.pages_written,
+        stats.pages_shared,
+        memory.shmem.len(),
+        report.memory_ns / 1000
+    );
 
     let since = frozen.since();
     let root = frozen.root();
@@ -190,13 +215,60 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
     };
     (report.dir, report.image_bytes) = dir.commit(manifest)?;
     report.write_ns = ns(tw.elapsed());
+    log_info!(
+        "images committed to {}: {} bytes",
+        report.dir.to_string_lossy(),
+        report.image_bytes
+    );
     if let Some(frozen) = frozen {
         // The images are on disk: the tree may go (CRIU's convention).
         frozen.kill_all();
         report.frozen_ns = ns(since.elapsed());
+        log_info!("tree killed, frozen for {} us", report.frozen_ns / 1000);
     }
     report.total_ns = ns(t0.elapsed());
     Ok(report)
+}
+
+/// Every task, fd and mapping the dump saves, at debug level.
+fn log_snapshot(snap: &crate::model::Snapshot) {
+    if !crate::log::enabled(crate::log::DEBUG) {
+        return;
+    }
+    for t in &snap.tasks {
+        log_debug!(
+            "task {} ppid {} pgid {} sid {} threads {} comm {}",
+            t.pid,
+            t.ppid,
+            t.pgid,
+            t.sid,
+            t.threads.len(),
+            t.comm
+        );
+        for f in &t.fds {
+            log_debug!(
+                "task {} fd {} {} flags {:#x} pos {} path {}",
+                t.pid,
+                f.fd,
+                f.kind.name(),
+                f.flags,
+                f.pos,
+                f.path
+            );
+        }
+        for v in &t.vmas {
+            log_debug!(
+                "task {} vma {:#x}-{:#x} {} flags {:#x} pgoff {:#x} {}",
+                t.pid,
+                v.start,
+                v.end,
+                v.prot.letters(),
+                v.flags.bits(),
+                v.pgoff,
+                v.path.as_deref().unwrap_or("")
+            );
+        }
+    }
 }
 
 /// Trees the restore cannot bring back are refused at dump time, before

@@ -209,6 +209,7 @@ impl RawFile {
         self.f
             .sync_all()
             .map_err(|e| ImageError::io(&self.name, e))?;
+        log_debug!("image file {}: {} bytes, synced", self.name, self.size);
         dir.files.push(FileSum {
             name: self.name,
             size: self.size,

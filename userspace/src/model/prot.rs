@@ -10,6 +10,14 @@ pub struct Prot {
     pub exec: bool,
 }
 
+impl Prot {
+    /// The `rwx` letters, without allocating (for the log).
+    pub fn letters(self) -> &'static str {
+        const ALL: [&str; 8] = ["---", "--x", "-w-", "-wx", "r--", "r-x", "rw-", "rwx"];
+        ALL[(self.read as usize) << 2 | (self.write as usize) << 1 | self.exec as usize]
+    }
+}
+
 impl fmt::Display for Prot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = |on, ch| if on { ch } else { '-' };

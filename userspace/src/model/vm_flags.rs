@@ -62,6 +62,11 @@ impl VmFlags {
         VmFlags(words.into_iter().filter_map(bit_of).fold(0, |a, b| a | b))
     }
 
+    /// The kernel bits kept.
+    pub fn bits(self) -> u64 {
+        self.0
+    }
+
     pub fn has(self, name: &str) -> bool {
         bit_of(name).is_some_and(|b| self.0 & b != 0)
     }

@@ -1,0 +1,362 @@
+//! ns per log call, side by side in one run: dumper's log against
+//! `tracing` (fmt layer into `tracing-appender`'s non-blocking file writer),
+//! `log` with a buffered file logger, and `quicklog` (deferred formatting,
+//! flushed to a file between samples). Integer arguments 0, 2, 4 and 6;
+//! strings 2; the level on and off. Every logger writes to a file on the
+//! same file system (the target directory's), as dumper's log does.
+//!
+//! Each sample starts a fresh log (dumper's, so that its file does not
+//! hit its size cap); the time is only that of the calls. What a logger
+//! defers (quicklog's flush, tracing-appender's worker thread) is not in
+//! the time, as it is not in the caller's.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+fn dir() -> std::path::PathBuf {
+    let d = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("log-bench");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs `iters` calls of `f` with dumper's log open at verbosity `v`, in
+/// logs of 40,000 calls each (a dump of 500 processes writes about
+/// 100,000 at -v4): so many calls into one file would have the disk, not
+/// the logger, set the pace once the kernel throttles dirty pages.
+fn ours(iters: u64, v: u8, f: impl Fn(u64)) -> Duration {
+    let path = dir().join("dumper.log");
+    let mut total = Duration::ZERO;
+    let mut done = 0;
+    while done < iters {
+        let k = (iters - done).min(40_000);
+        dumper::log::open(&path, v).unwrap();
+        // Let the prefaulter get ahead, as it does while a dump starts
+        // (loading the eBPF programs alone takes 80 ms).
+        let t0 = Instant::now();
+        while dumper::log::write::prefaulted() < 60 && t0.elapsed() < Duration::from_millis(200) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let t = Instant::now();
+        for i in done..done + k {
+            f(black_box(i));
+        }
+        total += t.elapsed();
+        dumper::log::close();
+        let _ = std::fs::remove_file(&path);
+        done += k;
+    }
+    total
+}
+
+/// A `log` backend: a mutex around a buffered file, formatting at the call
+/// (what `log` with a file logger such as simplelog's WriteLogger does).
+struct Buffered(std::sync::Mutex<std::io::BufWriter<std::fs::File>>);
+
+impl log::Log for Buffered {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record) {
+        let mut w = self.0.lock().unwrap();
+        let _ = writeln!(
+            w,
+            "{} {}:{} {}",
+            r.level(),
+            r.file().unwrap_or(""),
+            r.line().unwrap_or(0),
+            r.args()
+        );
+    }
+    fn flush(&self) {
+        let _ = self.0.lock().unwrap().flush();
+    }
+}
+
+fn calls(c: &mut Criterion) {
+    // The prefaulter 4 MiB ahead (a dump keeps it at 512 KiB): the calls
+    // are measured, not the page faults it takes off the caller.
+    std::env::set_var("DUMPER_LOG_AHEAD", "64");
+    let mut g = c.benchmark_group("log");
+    g.sample_size(30)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500));
+
+    // dumper, level on.
+    g.bench_function("dumper/int0", |b| {
+        b.iter_custom(|n| ours(n, 4, |_| dumper::log_debug!("a call without arguments")))
+    });
+    g.bench_function("dumper/int2", |b| {
+        b.iter_custom(|n| ours(n, 4, |i| dumper::log_debug!("fd {} pos {}", i, i + 1)))
+    });
+    g.bench_function("dumper/int4", |b| {
+        b.iter_custom(|n| {
+            ours(n, 4, |i| {
+                dumper::log_debug!("task {} fd {} flags {:#x} pos {}", i, i + 1, i + 2, i + 3)
+            })
+        })
+    });
+    g.bench_function("dumper/int6", |b| {
+        b.iter_custom(|n| {
+            ours(n, 4, |i| {
+                dumper::log_debug!(
+                    "a {} b {} c {} d {} e {} f {}",
+                    i,
+                    i + 1,
+                    i + 2,
+                    i + 3,
+                    i + 4,
+                    i + 5
+                )
+            })
+        })
+    });
+    g.bench_function("dumper/str2", |b| {
+        b.iter_custom(|n| {
+            ours(n, 4, |_| {
+                dumper::log_debug!(
+                    "open {} as {}",
+                    "/usr/lib/x86_64-linux-gnu/libc.so.6",
+                    "reg"
+                )
+            })
+        })
+    });
+    // Level off: -v3 leaves debug calls out.
+    g.bench_function("dumper/int4-off", |b| {
+        b.iter_custom(|n| {
+            ours(n, 3, |i| {
+                dumper::log_debug!("task {} fd {} flags {:#x} pos {}", i, i + 1, i + 2, i + 3)
+            })
+        })
+    });
+
+    // tracing: fmt layer, non-blocking file writer.
+    {
+        use tracing_subscriber::prelude::*;
+        let appender = tracing_appender::rolling::never(dir(), "tracing.log");
+        let (nb, _guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .finish(appender);
+        let sub = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(nb)
+                .with_ansi(false)
+                .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
+        );
+        tracing::subscriber::with_default(sub, || {
+            g.bench_function("tracing/int0", |b| {
+                b.iter(|| tracing::debug!("a call without arguments"))
+            });
+            g.bench_function("tracing/int2", |b| {
+                let mut i = 0u64;
+                b.iter(|| {
+                    i += 1;
+                    tracing::debug!("fd {} pos {}", black_box(i), i + 1)
+                })
+            });
+            g.bench_function("tracing/int4", |b| {
+                let mut i = 0u64;
+                b.iter(|| {
+                    i += 1;
+                    tracing::debug!(
+                        "task {} fd {} flags {:#x} pos {}",
+                        black_box(i),
+                        i + 1,
+                        i + 2,
+                        i + 3
+                    )
+                })
+            });
+            g.bench_function("tracing/int6", |b| {
+                let mut i = 0u64;
+                b.iter(|| {
+                    i += 1;
+                    tracing::debug!(
+                        "a {} b {} c {} d {} e {} f {}",
+                        black_box(i),
+                        i + 1,
+                        i + 2,
+                        i + 3,
+                        i + 4,
+                        i + 5
+                    )
+                })
+            });
+            g.bench_function("tracing/str2", |b| {
+                b.iter(|| {
+                    tracing::debug!(
+                        "open {} as {}",
+                        black_box("/usr/lib/x86_64-linux-gnu/libc.so.6"),
+                        "reg"
+                    )
+                })
+            });
+            g.bench_function("tracing/int4-off", |b| {
+                let mut i = 0u64;
+                b.iter(|| {
+                    i += 1;
+                    tracing::trace!(
+                        "task {} fd {} flags {:#x} pos {}",
+                        black_box(i),
+                        i + 1,
+                        i + 2,
+                        i + 3
+                    )
+                })
+            });
+        });
+    }
+
+    // log, buffered file logger.
+    {
+        let f = std::fs::File::create(dir().join("log.log")).unwrap();
+        let logger: &'static Buffered = Box::leak(Box::new(Buffered(std::sync::Mutex::new(
+            std::io::BufWriter::with_capacity(1 << 16, f),
+        ))));
+        let _ = log::set_logger(logger);
+        log::set_max_level(log::LevelFilter::Debug);
+        g.bench_function("log/int0", |b| {
+            b.iter(|| log::debug!("a call without arguments"))
+        });
+        g.bench_function("log/int2", |b| {
+            let mut i = 0u64;
+            b.iter(|| {
+                i += 1;
+                log::debug!("fd {} pos {}", black_box(i), i + 1)
+            })
+        });
+        g.bench_function("log/int4", |b| {
+            let mut i = 0u64;
+            b.iter(|| {
+                i += 1;
+                log::debug!(
+                    "task {} fd {} flags {:#x} pos {}",
+                    black_box(i),
+                    i + 1,
+                    i + 2,
+                    i + 3
+                )
+            })
+        });
+        g.bench_function("log/int6", |b| {
+            let mut i = 0u64;
+            b.iter(|| {
+                i += 1;
+                log::debug!(
+                    "a {} b {} c {} d {} e {} f {}",
+                    black_box(i),
+                    i + 1,
+                    i + 2,
+                    i + 3,
+                    i + 4,
+                    i + 5
+                )
+            })
+        });
+        g.bench_function("log/str2", |b| {
+            b.iter(|| {
+                log::debug!(
+                    "open {} as {}",
+                    black_box("/usr/lib/x86_64-linux-gnu/libc.so.6"),
+                    "reg"
+                )
+            })
+        });
+        g.bench_function("log/int4-off", |b| {
+            let mut i = 0u64;
+            b.iter(|| {
+                i += 1;
+                log::trace!(
+                    "task {} fd {} flags {:#x} pos {}",
+                    black_box(i),
+                    i + 1,
+                    i + 2,
+                    i + 3
+                )
+            })
+        });
+        log::logger().flush();
+    }
+
+    // quicklog: calls queue their arguments; flushed to a file outside the
+    // timed part, in batches (its queue is bounded).
+    {
+        quicklog::init!();
+        let path: &'static str = Box::leak(
+            dir()
+                .join("quicklog.log")
+                .to_string_lossy()
+                .into_owned()
+                .into_boxed_str(),
+        );
+        quicklog::with_flush!(quicklog_flush::file_flusher::FileFlusher::new(path));
+        fn batched(n: u64, f: impl Fn(u64)) -> Duration {
+            let mut total = Duration::ZERO;
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(512);
+                let t = Instant::now();
+                for i in 0..k {
+                    f(black_box(i));
+                }
+                total += t.elapsed();
+                left -= k;
+                while quicklog::try_flush!().is_ok() {}
+            }
+            total
+        }
+        g.bench_function("quicklog/int0", |b| {
+            b.iter_custom(|n| {
+                batched(n, |_| {
+                    quicklog::debug!("a call without arguments");
+                })
+            })
+        });
+        g.bench_function("quicklog/int2", |b| {
+            b.iter_custom(|n| {
+                batched(n, |i| {
+                    quicklog::debug!("fd {} pos {}", i, i + 1);
+                })
+            })
+        });
+        g.bench_function("quicklog/int4", |b| {
+            b.iter_custom(|n| {
+                batched(n, |i| {
+                    quicklog::debug!("task {} fd {} flags {:#x} pos {}", i, i + 1, i + 2, i + 3);
+                })
+            })
+        });
+        g.bench_function("quicklog/int6", |b| {
+            b.iter_custom(|n| {
+                batched(n, |i| {
+                    quicklog::debug!(
+                        "a {} b {} c {} d {} e {} f {}",
+                        i,
+                        i + 1,
+                        i + 2,
+                        i + 3,
+                        i + 4,
+                        i + 5
+                    );
+                })
+            })
+        });
+        g.bench_function("quicklog/str2", |b| {
+            b.iter_custom(|n| {
+                batched(n, |_| {
+                    quicklog::debug!(
+                        "open {} as {}",
+                        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+                        "reg"
+                    );
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, calls);
+criterion_main!(benches);
