@@ -123,7 +123,7 @@ macro_rules! log_at {
         const LEVEL: u8 = $lvl;
         if $crate::log::enabled(LEVEL) {
             static SITE: $crate::log::Site = $crate::log::Site::new(LEVEL, $fmt, file!(), line!());
-            $crate::log::emit(&SITE, ($(&$a,)*));
+            $crate::log::emit(&SITE, ($(&($a),)*));
         }
     }};
 }

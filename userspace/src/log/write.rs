@@ -38,7 +38,7 @@ struct Writer {
 }
 
 /// Chunks the prefaulter keeps ready ahead of the last claimed one
-/// (DUMPER_LOG_AHEAD overrides it): enough for the bursts of a dump, few
+/// (DUMPER_LOG_AHEAD overrides it; 0: no prefaulter): enough for the bursts of a dump, few
 /// enough that faulting them in does not compete with the dump itself on
 /// a small machine (measured on 2 cores: 4 MiB ahead made a 500-process
 /// dump 4-6% slower, 512 KiB did not).
@@ -158,34 +158,37 @@ fn clock(id: libc::clockid_t) -> u64 {
 #[inline(always)]
 pub fn record(site: u32, level: u8, payload: usize, fill: impl FnOnce(*mut u8)) {
     let most = format::align8(16 + payload);
-    SLOT.with(|c| {
-        let mut s = c.get();
-        if (s.end as usize).wrapping_sub(s.pos as usize) < most
-            || s.generation != GENERATION.load(Ordering::Relaxed)
-        {
-            match refill(most) {
-                Some(n) => s = n,
-                None => return,
-            }
+    // The slot's address only: the body below stays in the caller (a
+    // closure this size given to `with` is not inlined).
+    let c: *const Cell<Slot> = SLOT.with(|c| c as *const _);
+    // SAFETY: the thread-local outlives this call on this thread.
+    let c = unsafe { &*c };
+    let mut s = c.get();
+    if (s.end as usize).wrapping_sub(s.pos as usize) < most
+        || s.generation != GENERATION.load(Ordering::Relaxed)
+    {
+        match refill(most) {
+            Some(n) => s = n,
+            None => return,
         }
-        let stamp = level < super::DEBUG || s.count % STAMP_EVERY == 0;
-        let head = if stamp { 16 } else { 8 };
-        let len = format::align8(head + payload);
-        // SAFETY: [pos, pos + len) lies in this thread's chunk.
-        unsafe {
-            if stamp {
-                s.pos.add(8).cast::<u64>().write(tsc());
-            }
-            fill(s.pos.add(head));
-            // The header last: a record the writer did not finish reads as
-            // the chunk's end.
-            compiler_fence(Ordering::Release);
-            s.pos.cast::<u64>().write(format::header(len, site, stamp));
-            s.pos = s.pos.add(len);
+    }
+    let stamp = level < super::DEBUG || s.count % STAMP_EVERY == 0;
+    let head = if stamp { 16 } else { 8 };
+    let len = format::align8(head + payload);
+    // SAFETY: [pos, pos + len) lies in this thread's chunk.
+    unsafe {
+        if stamp {
+            s.pos.add(8).cast::<u64>().write(tsc());
         }
-        s.count += 1;
-        c.set(s);
-    });
+        fill(s.pos.add(head));
+        // The header last: a record the writer did not finish reads as
+        // the chunk's end.
+        compiler_fence(Ordering::Release);
+        s.pos.cast::<u64>().write(format::header(len, site, stamp));
+        s.pos = s.pos.add(len);
+    }
+    s.count += 1;
+    c.set(s);
 }
 
 /// Claims a new chunk for this thread (the slow path).
@@ -311,9 +314,11 @@ pub fn open(path: &Path, v: u8, build: &str) -> std::io::Result<()> {
         wake: std::sync::Condvar::new(),
         stop: std::sync::atomic::AtomicBool::new(false),
     }));
-    std::thread::Builder::new()
-        .name("dumper-log".into())
-        .spawn(move || prefault(w))?;
+    if ahead() > 0 {
+        std::thread::Builder::new()
+            .name("dumper-log".into())
+            .spawn(move || prefault(w))?;
+    }
     let mut cur = WRITER.lock().unwrap_or_else(|e| e.into_inner());
     if cur.is_some() {
         return Err(std::io::Error::other("a log is open already"));
@@ -330,14 +335,31 @@ pub fn open(path: &Path, v: u8, build: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Chunks of the open log faulted in ahead of the writers (benchmarks wait
-/// for them, as a dump's start gives them time).
-pub fn prefaulted() -> u64 {
-    writer().map_or(0, |w| {
-        w.ready
-            .load(Ordering::Relaxed)
-            .saturating_sub(w.next.load(Ordering::Relaxed))
-    })
+/// Faults in the next `chunks` chunks of the open log now, in the calling
+/// thread (for benchmarks of the call alone, with DUMPER_LOG_AHEAD=0: no
+/// prefaulter at work meanwhile).
+pub fn populate(chunks: u64) -> std::io::Result<()> {
+    let Some(w) = writer() else { return Ok(()) };
+    let mut room = w.room.lock().unwrap_or_else(|e| e.into_inner());
+    let from = w.next.load(Ordering::Relaxed);
+    let want = (from + chunks).min(((CAPACITY - HEADER) / CHUNK) as u64);
+    if want > *room {
+        w.file.set_len(HEADER as u64 + want * CHUNK as u64)?;
+        *room = want;
+    }
+    // SAFETY: the range lies inside the file and the mapping.
+    let r = unsafe {
+        libc::madvise(
+            w.base.add(HEADER + from as usize * CHUNK).cast(),
+            (want - from) as usize * CHUNK,
+            MADV_POPULATE_WRITE,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    w.ready.store(want, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Closes the log: no more records, the closing clock pair written, the
