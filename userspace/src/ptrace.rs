@@ -45,11 +45,19 @@ unsafe fn raw(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> Result<l
             data as *mut libc::c_void,
         )
     };
-    if r < 0 {
-        Err(errno())
-    } else {
-        Ok(r)
-    }
+    let r = if r < 0 { Err(errno()) } else { Ok(r) };
+    log_debug!(
+        "thread {} ptrace({:#x}, {:#x}, {:#x}) = {}",
+        tid,
+        req,
+        addr,
+        data,
+        match r {
+            Ok(v) => v as i64,
+            Err(e) => -(e as i64),
+        }
+    );
+    r
 }
 
 /// Waits for `tid`'s next stop for up to `timeout`: Ok(Some(status)), or

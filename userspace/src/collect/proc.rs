@@ -261,6 +261,15 @@ fn read_fd(pid: i32, fd: u32) -> Result<Fd, Skip> {
     let info = fdinfo::parse(&text)
         .map_err(|e| Skip::Fail(CollectError::Decode(format!("{info_path}: {e}"))))?;
     let md = std::fs::metadata(&lnk).map_err(|e| io_skip(Path::new(&lnk), e))?;
+    log_debug!(
+        "task {} fd {}: readlink {} = {}, read {} ({} bytes), stat",
+        pid,
+        fd,
+        lnk,
+        path,
+        info_path,
+        text.len()
+    );
     let proto = if md.mode() & libc::S_IFMT == libc::S_IFSOCK {
         sockproto(&lnk)
     } else {
@@ -310,6 +319,7 @@ pub(super) fn sockproto(link: &str) -> Option<String> {
 fn read_vmas(pid: i32) -> Result<Vec<Vma>, Skip> {
     let path = format!("/proc/{pid}/smaps");
     let text = std::fs::read_to_string(&path).map_err(|e| io_skip(Path::new(&path), e))?;
+    log_debug!("task {}: read {} ({} bytes)", pid, path, text.len());
     let maps = smaps::parse(&text)
         .map_err(|e| Skip::Fail(CollectError::Decode(format!("{path}: {e}"))))?;
     Ok(maps
