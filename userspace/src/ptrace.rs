@@ -53,7 +53,7 @@ unsafe fn raw(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> Result<l
         addr,
         data,
         match r {
-            Ok(v) => v as i64,
+            Ok(v) => v,
             Err(e) => -(e as i64),
         }
     );
