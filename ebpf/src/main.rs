@@ -314,6 +314,8 @@ pub fn dumper_task(ctx: *mut c_void) -> i32 {
 unsafe fn task(ctx: *const c_void) {
     let t = unsafe { ctx_ptr(ctx, off!(BPF_ITER__TASK__TASK)) };
     if t == 0 {
+        // The last call of a pass: the kernel's way of saying it is done.
+        aya_log_ebpf::info!(&ctx, "iter/task: pass done");
         return;
     }
     let Some(s) = TASK_BUF.get_ptr_mut(0) else {
@@ -469,7 +471,12 @@ unsafe fn emit_rec<T>(ctx: *const c_void, rec: &T) {
 #[inline(always)]
 unsafe fn emit(ctx: *const c_void, rec: *const c_void, len: usize) {
     let seq = unsafe { seq_of(ctx) };
-    unsafe { bpf_seq_write(seq, rec, len as u32) };
+    let r = unsafe { bpf_seq_write(seq, rec, len as u32) };
+    // A full seq buffer: the kernel runs the program again for this
+    // object once it is read; worth knowing in a trace.
+    if r != 0 {
+        aya_log_ebpf::debug!(&ctx, "bpf_seq_write of {} bytes: {}", len as u32, r);
+    }
 }
 
 const TMPFS_MAGIC: u64 = 0x0102_1994;

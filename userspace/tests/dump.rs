@@ -419,6 +419,65 @@ fn a_tree_left_running_runs_on_unaffected_root() {
     }
 }
 
+/// A dump's log (DIR.log, -v4 by default) has every step: the tree's
+/// threads seized, every task and mapping saved, the system calls run in
+/// its threads (proc) or the eBPF programs' own lines (bpf), the images
+/// committed; -v0 writes none.
+#[test]
+fn a_dump_logs_every_step_root() {
+    if !root_or_skip("a_dump_logs_every_step_root") {
+        return;
+    }
+    for collector in ["bpf", "proc"] {
+        let c = Counter::start(&format!("logged-{collector}"));
+        let dir = scratch(&format!("logged-img-{collector}"));
+        let log_path = PathBuf::from(format!("{}.log", dir.display()));
+        let _ = std::fs::remove_file(&log_path);
+        dump(c.pid(), &dir, &["--collect", collector, "--leave-running"]);
+        let b = std::fs::read(&log_path).unwrap();
+        let l = dumper::log::decode::decode("dump log", &b).unwrap();
+        assert!(l.closed && l.undefined == 0);
+        let has = |s: &str| l.entries.iter().any(|e| e.msg.contains(s));
+        let threads: Vec<i32> = std::fs::read_dir(format!("/proc/{}/task", c.pid()))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        for t in &threads {
+            assert!(
+                has(&format!("thread {t} seized")),
+                "{collector}: thread {t}"
+            );
+        }
+        assert!(has(&format!("task {} ppid", c.pid())), "{collector}");
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", c.pid())).unwrap();
+        let first = maps.split('-').next().unwrap();
+        assert!(
+            has(&format!("vma 0x{first}-")),
+            "{collector}: mapping {first}"
+        );
+        assert!(has("images committed"), "{collector}");
+        match collector {
+            "proc" => assert!(has("remote syscall 13("), "proc: rt_sigaction"),
+            _ => assert!(
+                has("bpf dumper_ebpf:") && has("iter/task: pass done"),
+                "bpf"
+            ),
+        }
+        // Time goes forward, and the first line is the start.
+        assert!(l.entries[0].msg.contains("started"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::remove_file(&log_path).unwrap();
+        dump(
+            c.pid(),
+            &dir,
+            &["--collect", collector, "--leave-running", "-v0"],
+        );
+        assert!(!log_path.exists(), "{collector}: -v0 wrote a log");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// Without --leave-running the tree is gone once its images are.
 #[test]
 fn a_dump_kills_the_tree_after_its_images_are_written_root() {

@@ -56,8 +56,32 @@ const VM_MAYSHARE: u64 = 0x80;
 const PAGE_SHIFT: u32 = 12;
 const REBUILD: &str = "rebuild dumper on this machine (`cargo build --release`, or `cargo xtask build-ebpf --btf PATH` for another kernel)";
 
+/// aya-log's records (formatted by aya-log from the programs' format
+/// strings) into dumper's log, with the program's source location.
+struct ToLog;
+
+impl log::Log for ToLog {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record) {
+        let msg = r.args().to_string();
+        let at = r.module_path().unwrap_or("bpf");
+        let line = r.line().unwrap_or(0);
+        match r.level() {
+            log::Level::Error => log_error!("bpf {}:{}: {}", at, line, msg),
+            log::Level::Warn => log_warn!("bpf {}:{}: {}", at, line, msg),
+            log::Level::Info => log_info!("bpf {}:{}: {}", at, line, msg),
+            _ => log_debug!("bpf {}:{}: {}", at, line, msg),
+        }
+    }
+    fn flush(&self) {}
+}
+
 pub struct BpfCollector {
     programs: Programs,
+    /// The programs' log lines, read after each walk.
+    logger: Option<aya_log::EbpfLogger<ToLog>>,
     // Field order is drop order: links before the programs they hold.
     links: Vec<OwnedFd>,
     ebpf: Ebpf,
@@ -208,8 +232,15 @@ pub(super) fn open_object() -> Result<(Ebpf, Btf), CollectError> {
     check_btf(object_btf_digest(OBJECT), xxhash_rust::xxh3::xxh3_64(&raw))?;
     let btf = Btf::parse(&raw, Endianness::default())
         .map_err(|e| CollectError::Kernel(format!("cannot parse the kernel's BTF: {e}")))?;
+    // The programs' own log statements run only when dumper logs debug.
+    let level: u8 = if crate::log::enabled(crate::log::DEBUG) {
+        0xff
+    } else {
+        0
+    };
     let ebpf = EbpfLoader::new()
         .btf(Some(&btf))
+        .override_global("AYA_LOG_LEVEL", &level, false)
         .load(OBJECT)
         .map_err(|e| CollectError::Kernel(format!("loading the eBPF object failed: {e}")))?;
     Ok((ebpf, btf))
@@ -257,8 +288,16 @@ impl BpfCollector {
                 name
             );
         }
+        // Without the map (it is always there) the programs just log
+        // nowhere.
+        let logger = if crate::log::enabled(crate::log::DEBUG) {
+            aya_log::EbpfLogger::init_with_logger(&mut ebpf, ToLog).ok()
+        } else {
+            None
+        };
         Ok(BpfCollector {
             programs,
+            logger,
             links,
             ebpf,
             buf: Vec::with_capacity(1 << 20),
@@ -286,6 +325,10 @@ impl BpfCollector {
                 continue;
             }
             if n == 0 {
+                log_debug!("bpf: iter/{} read, {} bytes", what, self.buf.len());
+                if let Some(l) = self.logger.as_mut() {
+                    l.flush();
+                }
                 return Ok(());
             }
             let e = std::io::Error::last_os_error();
