@@ -122,7 +122,10 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
         }
     );
     let mut dir = ImageDir::create(o.dir)?;
-    let mut frozen = Frozen::freeze(o.root)?;
+    crate::log::write::hold(true);
+    let frozen = Frozen::freeze(o.root);
+    let _released = Release;
+    let mut frozen = frozen?;
     log_info!(
         "tree frozen: {} threads in {} us",
         frozen.threads(),
@@ -177,6 +180,7 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
     // so that nothing it does after the checkpoint happens at all.
     let frozen = if o.leave_running {
         frozen.thaw();
+        crate::log::write::hold(false);
         report.left_running = true;
         report.frozen_ns = ns(since.elapsed());
         None
@@ -228,6 +232,16 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
     }
     report.total_ns = ns(t0.elapsed());
     Ok(report)
+}
+
+/// Lets the log's prefaulter go on once the dump no longer holds a frozen
+/// tree, however it ends.
+struct Release;
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        crate::log::write::hold(false);
+    }
 }
 
 /// Every task, fd and mapping the dump saves, at debug level.
