@@ -71,6 +71,72 @@ impl log::Log for Buffered {
     }
 }
 
+/// Five cases for a logger measured by a runner of its own (`$run(iters,
+/// call)`: the time of the calls alone), `$on` its debug macro.
+macro_rules! deferred {
+    ($g:expr, $name:literal, $run:ident, $($on:ident)::+) => {{
+        $g.bench_function(concat!($name, "/int0"), |b| {
+            b.iter_custom(|n| $run(n, |_| { $($on)::+!("a call without arguments"); }))
+        });
+        $g.bench_function(concat!($name, "/int2"), |b| {
+            b.iter_custom(|n| $run(n, |i| { $($on)::+!("fd {} pos {}", i, i + 1); }))
+        });
+        $g.bench_function(concat!($name, "/int4"), |b| {
+            b.iter_custom(|n| $run(n, |i| { $($on)::+!("task {} fd {} flags {:#x} pos {}", i, i + 1, i + 2, i + 3); }))
+        });
+        $g.bench_function(concat!($name, "/int6"), |b| {
+            b.iter_custom(|n| $run(n, |i| { $($on)::+!("a {} b {} c {} d {} e {} f {}", i, i + 1, i + 2, i + 3, i + 4, i + 5); }))
+        });
+        $g.bench_function(concat!($name, "/str2"), |b| {
+            b.iter_custom(|n| $run(n, |_| { $($on)::+!("open {} as {}", "/usr/lib/x86_64-linux-gnu/libc.so.6", "reg"); }))
+        });
+    }};
+}
+
+/// dumper's log at -v4.
+fn ours4(iters: u64, f: impl Fn(u64)) -> Duration {
+    ours(iters, 4, f)
+}
+
+/// The six cases for a logger whose macros format at the call: `$on` a
+/// debug-level macro, `$off` a level the logger leaves out.
+macro_rules! formatting_at_the_call {
+    ($g:expr, $name:literal, $($on:ident)::+, $($off:ident)::+) => {{
+        $g.bench_function(concat!($name, "/int0"), |b| b.iter(|| $($on)::+!("a call without arguments")));
+        $g.bench_function(concat!($name, "/int2"), |b| {
+            let mut i = 0u64;
+            b.iter(|| {
+                i += 1;
+                $($on)::+!("fd {} pos {}", black_box(i), i + 1)
+            })
+        });
+        $g.bench_function(concat!($name, "/int4"), |b| {
+            let mut i = 0u64;
+            b.iter(|| {
+                i += 1;
+                $($on)::+!("task {} fd {} flags {:#x} pos {}", black_box(i), i + 1, i + 2, i + 3)
+            })
+        });
+        $g.bench_function(concat!($name, "/int6"), |b| {
+            let mut i = 0u64;
+            b.iter(|| {
+                i += 1;
+                $($on)::+!("a {} b {} c {} d {} e {} f {}", black_box(i), i + 1, i + 2, i + 3, i + 4, i + 5)
+            })
+        });
+        $g.bench_function(concat!($name, "/str2"), |b| {
+            b.iter(|| $($on)::+!("open {} as {}", black_box("/usr/lib/x86_64-linux-gnu/libc.so.6"), "reg"))
+        });
+        $g.bench_function(concat!($name, "/int4-off"), |b| {
+            let mut i = 0u64;
+            b.iter(|| {
+                i += 1;
+                $($off)::+!("task {} fd {} flags {:#x} pos {}", black_box(i), i + 1, i + 2, i + 3)
+            })
+        });
+    }};
+}
+
 fn calls(c: &mut Criterion) {
     // No prefaulter: each log is faulted in before its calls (see ours).
     std::env::set_var("DUMPER_LOG_AHEAD", "0");
@@ -80,45 +146,7 @@ fn calls(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500));
 
     // dumper, level on.
-    g.bench_function("dumper/int0", |b| {
-        b.iter_custom(|n| ours(n, 4, |_| dumper::log_debug!("a call without arguments")))
-    });
-    g.bench_function("dumper/int2", |b| {
-        b.iter_custom(|n| ours(n, 4, |i| dumper::log_debug!("fd {} pos {}", i, i + 1)))
-    });
-    g.bench_function("dumper/int4", |b| {
-        b.iter_custom(|n| {
-            ours(n, 4, |i| {
-                dumper::log_debug!("task {} fd {} flags {:#x} pos {}", i, i + 1, i + 2, i + 3)
-            })
-        })
-    });
-    g.bench_function("dumper/int6", |b| {
-        b.iter_custom(|n| {
-            ours(n, 4, |i| {
-                dumper::log_debug!(
-                    "a {} b {} c {} d {} e {} f {}",
-                    i,
-                    i + 1,
-                    i + 2,
-                    i + 3,
-                    i + 4,
-                    i + 5
-                )
-            })
-        })
-    });
-    g.bench_function("dumper/str2", |b| {
-        b.iter_custom(|n| {
-            ours(n, 4, |_| {
-                dumper::log_debug!(
-                    "open {} as {}",
-                    "/usr/lib/x86_64-linux-gnu/libc.so.6",
-                    "reg"
-                )
-            })
-        })
-    });
+    deferred!(g, "dumper", ours4, dumper::log_debug);
     // Level off: -v3 leaves debug calls out.
     g.bench_function("dumper/int4-off", |b| {
         b.iter_custom(|n| {
@@ -142,66 +170,7 @@ fn calls(c: &mut Criterion) {
                 .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
         );
         tracing::subscriber::with_default(sub, || {
-            g.bench_function("tracing/int0", |b| {
-                b.iter(|| tracing::debug!("a call without arguments"))
-            });
-            g.bench_function("tracing/int2", |b| {
-                let mut i = 0u64;
-                b.iter(|| {
-                    i += 1;
-                    tracing::debug!("fd {} pos {}", black_box(i), i + 1)
-                })
-            });
-            g.bench_function("tracing/int4", |b| {
-                let mut i = 0u64;
-                b.iter(|| {
-                    i += 1;
-                    tracing::debug!(
-                        "task {} fd {} flags {:#x} pos {}",
-                        black_box(i),
-                        i + 1,
-                        i + 2,
-                        i + 3
-                    )
-                })
-            });
-            g.bench_function("tracing/int6", |b| {
-                let mut i = 0u64;
-                b.iter(|| {
-                    i += 1;
-                    tracing::debug!(
-                        "a {} b {} c {} d {} e {} f {}",
-                        black_box(i),
-                        i + 1,
-                        i + 2,
-                        i + 3,
-                        i + 4,
-                        i + 5
-                    )
-                })
-            });
-            g.bench_function("tracing/str2", |b| {
-                b.iter(|| {
-                    tracing::debug!(
-                        "open {} as {}",
-                        black_box("/usr/lib/x86_64-linux-gnu/libc.so.6"),
-                        "reg"
-                    )
-                })
-            });
-            g.bench_function("tracing/int4-off", |b| {
-                let mut i = 0u64;
-                b.iter(|| {
-                    i += 1;
-                    tracing::trace!(
-                        "task {} fd {} flags {:#x} pos {}",
-                        black_box(i),
-                        i + 1,
-                        i + 2,
-                        i + 3
-                    )
-                })
-            });
+            formatting_at_the_call!(g, "tracing", tracing::debug, tracing::trace);
         });
     }
 
@@ -213,66 +182,7 @@ fn calls(c: &mut Criterion) {
         ))));
         let _ = log::set_logger(logger);
         log::set_max_level(log::LevelFilter::Debug);
-        g.bench_function("log/int0", |b| {
-            b.iter(|| log::debug!("a call without arguments"))
-        });
-        g.bench_function("log/int2", |b| {
-            let mut i = 0u64;
-            b.iter(|| {
-                i += 1;
-                log::debug!("fd {} pos {}", black_box(i), i + 1)
-            })
-        });
-        g.bench_function("log/int4", |b| {
-            let mut i = 0u64;
-            b.iter(|| {
-                i += 1;
-                log::debug!(
-                    "task {} fd {} flags {:#x} pos {}",
-                    black_box(i),
-                    i + 1,
-                    i + 2,
-                    i + 3
-                )
-            })
-        });
-        g.bench_function("log/int6", |b| {
-            let mut i = 0u64;
-            b.iter(|| {
-                i += 1;
-                log::debug!(
-                    "a {} b {} c {} d {} e {} f {}",
-                    black_box(i),
-                    i + 1,
-                    i + 2,
-                    i + 3,
-                    i + 4,
-                    i + 5
-                )
-            })
-        });
-        g.bench_function("log/str2", |b| {
-            b.iter(|| {
-                log::debug!(
-                    "open {} as {}",
-                    black_box("/usr/lib/x86_64-linux-gnu/libc.so.6"),
-                    "reg"
-                )
-            })
-        });
-        g.bench_function("log/int4-off", |b| {
-            let mut i = 0u64;
-            b.iter(|| {
-                i += 1;
-                log::trace!(
-                    "task {} fd {} flags {:#x} pos {}",
-                    black_box(i),
-                    i + 1,
-                    i + 2,
-                    i + 3
-                )
-            })
-        });
+        formatting_at_the_call!(g, "log", log::debug, log::trace);
         log::logger().flush();
     }
 
@@ -303,53 +213,7 @@ fn calls(c: &mut Criterion) {
             }
             total
         }
-        g.bench_function("quicklog/int0", |b| {
-            b.iter_custom(|n| {
-                batched(n, |_| {
-                    quicklog::debug!("a call without arguments");
-                })
-            })
-        });
-        g.bench_function("quicklog/int2", |b| {
-            b.iter_custom(|n| {
-                batched(n, |i| {
-                    quicklog::debug!("fd {} pos {}", i, i + 1);
-                })
-            })
-        });
-        g.bench_function("quicklog/int4", |b| {
-            b.iter_custom(|n| {
-                batched(n, |i| {
-                    quicklog::debug!("task {} fd {} flags {:#x} pos {}", i, i + 1, i + 2, i + 3);
-                })
-            })
-        });
-        g.bench_function("quicklog/int6", |b| {
-            b.iter_custom(|n| {
-                batched(n, |i| {
-                    quicklog::debug!(
-                        "a {} b {} c {} d {} e {} f {}",
-                        i,
-                        i + 1,
-                        i + 2,
-                        i + 3,
-                        i + 4,
-                        i + 5
-                    );
-                })
-            })
-        });
-        g.bench_function("quicklog/str2", |b| {
-            b.iter_custom(|n| {
-                batched(n, |_| {
-                    quicklog::debug!(
-                        "open {} as {}",
-                        "/usr/lib/x86_64-linux-gnu/libc.so.6",
-                        "reg"
-                    );
-                })
-            })
-        });
+        deferred!(g, "quicklog", batched, quicklog::debug);
     }
     g.finish();
 }

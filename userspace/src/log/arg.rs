@@ -102,19 +102,6 @@ impl Arg for str {
     }
 }
 
-impl Arg for String {
-    const KIND: u8 = kind::STR;
-    #[inline(always)]
-    fn size(&self) -> usize {
-        self.as_str().size()
-    }
-    #[inline(always)]
-    unsafe fn put(&self, p: *mut u8) -> *mut u8 {
-        // SAFETY: per the trait.
-        unsafe { self.as_str().put(p) }
-    }
-}
-
 impl<T: Arg + ?Sized> Arg for &T {
     const KIND: u8 = T::KIND;
     #[inline(always)]
@@ -133,28 +120,21 @@ pub fn kind_of<T: Arg + ?Sized>(_: &T) -> u8 {
     T::KIND
 }
 
-impl Arg for std::borrow::Cow<'_, str> {
-    const KIND: u8 = kind::STR;
-    #[inline(always)]
-    fn size(&self) -> usize {
-        self.as_ref().size()
-    }
-    #[inline(always)]
-    unsafe fn put(&self, p: *mut u8) -> *mut u8 {
-        // SAFETY: per the trait.
-        unsafe { self.as_ref().put(p) }
-    }
+/// Owned and shared strings record as the `str` they hold.
+macro_rules! as_str {
+    ($($t:ty),*) => {$(
+        impl Arg for $t {
+            const KIND: u8 = kind::STR;
+            #[inline(always)]
+            fn size(&self) -> usize {
+                AsRef::<str>::as_ref(self).size()
+            }
+            #[inline(always)]
+            unsafe fn put(&self, p: *mut u8) -> *mut u8 {
+                // SAFETY: per the trait.
+                unsafe { AsRef::<str>::as_ref(self).put(p) }
+            }
+        }
+    )*};
 }
-
-impl Arg for std::sync::Arc<str> {
-    const KIND: u8 = kind::STR;
-    #[inline(always)]
-    fn size(&self) -> usize {
-        self.as_ref().size()
-    }
-    #[inline(always)]
-    unsafe fn put(&self, p: *mut u8) -> *mut u8 {
-        // SAFETY: per the trait.
-        unsafe { self.as_ref().put(p) }
-    }
-}
+as_str!(String, std::borrow::Cow<'_, str>, std::sync::Arc<str>);

@@ -89,19 +89,8 @@ fn prefault(w: &'static Writer) {
             room = w.wake.wait(room).unwrap_or_else(|e| e.into_inner());
             continue;
         }
-        if ready >= *room {
-            let want = ready + 1 + GROW;
-            // SAFETY: plain ftruncate on our own fd.
-            if unsafe {
-                libc::ftruncate(
-                    w.file.as_raw_fd(),
-                    HEADER as i64 + (want * CHUNK as u64) as i64,
-                )
-            } != 0
-            {
-                return;
-            }
-            *room = want;
+        if !grow(w, &mut room, ready) {
+            return;
         }
         drop(room);
         // SAFETY: the chunk lies inside the file and the mapping; the
@@ -208,6 +197,20 @@ pub fn record(site: u32, level: u8, payload: usize, fill: impl FnOnce(*mut u8)) 
     c.set(s);
 }
 
+/// Makes the file long enough for chunk `n` (and GROW more), under the
+/// `room` lock; false if the file system refuses.
+fn grow(w: &Writer, room: &mut u64, n: u64) -> bool {
+    if n < *room {
+        return true;
+    }
+    let want = n + 1 + GROW;
+    if w.file.set_len(HEADER as u64 + want * CHUNK as u64).is_err() {
+        return false;
+    }
+    *room = want;
+    true
+}
+
 /// Claims a new chunk for this thread (the slow path).
 #[cold]
 fn refill(len: usize) -> Option<Slot> {
@@ -224,20 +227,9 @@ fn refill(len: usize) -> Option<Slot> {
     }
     {
         let mut room = w.room.lock().unwrap_or_else(|e| e.into_inner());
-        if n >= *room {
-            let want = n + 1 + GROW;
-            // SAFETY: plain ftruncate on our own fd.
-            if unsafe {
-                libc::ftruncate(
-                    w.file.as_raw_fd(),
-                    HEADER as i64 + (want * CHUNK as u64) as i64,
-                )
-            } != 0
-            {
-                w.dropped.fetch_add(1, Ordering::Relaxed);
-                return None;
-            }
-            *room = want;
+        if !grow(w, &mut room, n) {
+            w.dropped.fetch_add(1, Ordering::Relaxed);
+            return None;
         }
         // SAFETY: the header page is mapped; written under the lock.
         unsafe { put64(w.base, hdr::CHUNKS, w.next.load(Ordering::Relaxed)) };

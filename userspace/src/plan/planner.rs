@@ -581,23 +581,8 @@ impl<'a> Planner<'a> {
     /// Makes leader `l` below `p` through a helper that stays until
     /// [`Planner::lift`] hands `l` to its own parent.
     fn lead_from(&mut self, p: i32, l: i32) -> Result<(), String> {
-        let d = self.fresh;
-        self.fresh += 1;
         let s = self.cur[&p];
-        self.push(
-            p,
-            Op::Fork {
-                pid: d,
-                share_files: false,
-            },
-        );
-        self.push(
-            d,
-            Op::Fork {
-                pid: l,
-                share_files: false,
-            },
-        );
+        let d = self.fork_through(p, l, false);
         self.cur.insert(d, s);
         self.cur.insert(l, s);
         self.helper_parent.insert(d, p);
@@ -612,14 +597,34 @@ impl<'a> Planner<'a> {
         let lifted = std::mem::take(&mut self.lifted);
         for (l, d) in lifted {
             let pl = self.t.procs[&l].ppid;
-            if pl != 1 {
-                self.push(pl, Op::Subreaper { on: true });
-            }
-            self.push(d, Op::Exit);
-            self.push(self.helper_parent[&d], Op::Wait { pid: d });
-            if pl != 1 {
-                self.push(pl, Op::Subreaper { on: false });
-            }
+            self.drop_helper(d, self.helper_parent[&d], pl);
+        }
+    }
+
+    /// `a` forks a helper with a fresh pid, which forks `x`; the helper's
+    /// pid.
+    fn fork_through(&mut self, a: i32, x: i32, share: bool) -> i32 {
+        let d = self.fresh;
+        self.fresh += 1;
+        let fork = |pid| Op::Fork {
+            pid,
+            share_files: share,
+        };
+        self.push(a, fork(d));
+        self.push(d, fork(x));
+        d
+    }
+
+    /// Helper `d` exits while `p` is the nearest subreaper above it (pid 1
+    /// always is one), so that its children go to `p`; `reaper` reaps it.
+    fn drop_helper(&mut self, d: i32, reaper: i32, p: i32) {
+        if p != 1 {
+            self.push(p, Op::Subreaper { on: true });
+        }
+        self.push(d, Op::Exit);
+        self.push(reaper, Op::Wait { pid: d });
+        if p != 1 {
+            self.push(p, Op::Subreaper { on: false });
         }
     }
 
@@ -627,31 +632,9 @@ impl<'a> Planner<'a> {
     /// helper exits and x goes to p, the nearest subreaper for that
     /// moment.
     fn via_dying_helper(&mut self, p: i32, x: i32, a: i32, share: bool) -> Result<(), String> {
-        let d = self.fresh;
-        self.fresh += 1;
         let s = self.cur[&a];
-        self.push(
-            a,
-            Op::Fork {
-                pid: d,
-                share_files: share,
-            },
-        );
-        self.push(
-            d,
-            Op::Fork {
-                pid: x,
-                share_files: share,
-            },
-        );
-        if p != 1 {
-            self.push(p, Op::Subreaper { on: true });
-        }
-        self.push(d, Op::Exit);
-        self.push(a, Op::Wait { pid: d });
-        if p != 1 {
-            self.push(p, Op::Subreaper { on: false });
-        }
+        let d = self.fork_through(a, x, share);
+        self.drop_helper(d, a, p);
         self.cur.insert(x, s);
         let alias = if share { self.table_group(a) } else { x };
         self.table_alias.insert(x, alias);
@@ -806,22 +789,8 @@ impl<'a> Planner<'a> {
             });
             let g = match src {
                 Some(a) => {
-                    let d = self.fresh;
-                    self.fresh += 1;
-                    let fork = |pid| Op::Fork {
-                        pid,
-                        share_files: true,
-                    };
-                    self.push(a, fork(d));
-                    self.push(d, fork(s));
-                    if p != 1 {
-                        self.push(p, Op::Subreaper { on: true });
-                    }
-                    self.push(d, Op::Exit);
-                    self.push(a, Op::Wait { pid: d });
-                    if p != 1 {
-                        self.push(p, Op::Subreaper { on: false });
-                    }
+                    let d = self.fork_through(a, s, true);
+                    self.drop_helper(d, a, p);
                     self.table_group(a)
                 }
                 None => {
