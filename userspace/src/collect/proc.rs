@@ -164,12 +164,27 @@ fn read_task(pid: i32) -> Result<Task, Skip> {
     let p = Process::new(pid)?;
     let stat = p.stat()?;
     let status = p.status()?;
-    let threads = p.tasks()?.flatten().map(|t| t.tid).collect();
+    let threads: Vec<i32> = p.tasks()?.flatten().map(|t| t.tid).collect();
+    log_debug!(
+        "task {}: open, read, close /proc/{}/stat and /proc/{}/status; readdir /proc/{}/task ({} threads)",
+        pid,
+        pid,
+        pid,
+        pid,
+        threads.len()
+    );
     let base = format!("/proc/{pid}");
     // cwd, root and exe: gone for zombies (and exe for kernel threads).
     let link = |name: &str| -> Result<Option<String>, Skip> {
         let p = format!("{base}/{name}");
-        match super::paths::readlink(Path::new(&p)) {
+        let r = super::paths::readlink(Path::new(&p));
+        log_debug!(
+            "task {}: readlink {} = {}",
+            pid,
+            p,
+            r.as_deref().unwrap_or("(error)")
+        );
+        match r {
             Ok(t) => Ok(Some(t)),
             Err(e) if vanished(&e) => Ok(None),
             Err(e) => Err(io_skip(Path::new(&p), e)),
