@@ -492,6 +492,9 @@ impl<'a> Planner<'a> {
                 .filter(|&(m, b)| {
                     m != x
                         && b != x
+                        // Not a session whose leader is born in x's: each
+                        // would have to exist before the other.
+                        && self.born_in.get(&b) != Some(&x)
                         && (!self.is_leader(m) || self.strategy.adopt_wide)
                         && self.final_below(x, self.t.procs[&m].ppid)
                 })
