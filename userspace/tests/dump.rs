@@ -664,28 +664,33 @@ fn a_dump_killed_anywhere_leaves_no_trace_root() {
             .map(|e| e.path())
             .collect::<Vec<_>>()
     };
-    // A dump's length here (the shortest of three: the first one loads
-    // everything from disk), to spread the kills over it.
-    let full = (0..3)
-        .map(|_| {
-            let t0 = Instant::now();
-            dump(c.pid(), &dir, &["--leave-running"]);
-            std::fs::remove_dir_all(&dir).unwrap();
-            t0.elapsed()
-        })
-        .min()
-        .unwrap();
+    // A dump's length here with each collector (the shortest of three:
+    // the first one loads everything from disk), to spread the kills over
+    // it: a proc dump has no eBPF programs to load and is the shorter.
+    let full = |collector: &str| {
+        (0..3)
+            .map(|_| {
+                let t0 = Instant::now();
+                dump(c.pid(), &dir, &["--leave-running", "--collect", collector]);
+                std::fs::remove_dir_all(&dir).unwrap();
+                t0.elapsed()
+            })
+            .min()
+            .unwrap()
+    };
+    let fulls = [full("bpf"), full("proc")];
     let mut seed = 0x2545_f491_4f6c_dd1du64 ^ std::process::id() as u64;
     let mut kept = 0;
     for i in 0..24 {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        // Over the first three quarters of a dump: the end is the commit,
-        // which an earlier kill tests as well.
-        let delay = Duration::from_nanos(seed % (full.as_nanos() as u64 * 3 / 4 + 1));
+        // Over the whole of a dump: a few land after its commit, which
+        // must leave a complete image.
         let sig = [libc::SIGKILL, libc::SIGINT, libc::SIGTERM][i % 3];
         let collector = ["bpf", "proc"][(i / 3) % 2];
+        let full = fulls[(i / 3) % 2];
+        let delay = Duration::from_nanos(seed % (full.as_nanos() as u64 + 1));
         let mut d = Command::new(exe())
             .args(["dump", "-t", &c.pid().to_string(), "-D"])
             .arg(&dir)
