@@ -494,8 +494,8 @@ fn run_log_decode(file: &std::path::Path, json: bool) -> Result<()> {
 }
 
 /// Opens the log the command line asks for: -o FILE, or DIR.log beside a
-/// dump's image directory; at -v N (default 4).
-fn open_log(cli: &Cli) -> Result<Option<std::path::PathBuf>> {
+/// dump's image directory; at -v N (default 4). Whether one is open.
+fn open_log(cli: &Cli) -> Result<bool> {
     let dump_dir = match &cli.cmd {
         Some(Cmd::Dump(a)) => a.dir.as_deref(),
         None => cli.dump.as_ref().and_then(|a| a.dir.as_deref()),
@@ -505,19 +505,28 @@ fn open_log(cli: &Cli) -> Result<Option<std::path::PathBuf>> {
     let path = match (&cli.log_file, dump_dir) {
         (Some(f), _) => f.clone(),
         (None, Some(d)) => {
+            // The dump creates DIR's parents; one it cannot create, it
+            // reports itself, naming DIR.
+            let parent = d
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            if std::fs::create_dir_all(parent).is_err() {
+                return Ok(false);
+            }
             let mut p = d.as_os_str().to_owned();
             p.push(".log");
             std::path::PathBuf::from(p)
         }
-        (None, None) => return Ok(None),
+        (None, None) => return Ok(false),
     };
     if v == 0 {
-        return Ok(None);
+        return Ok(false);
     }
     dumper::log::open(&path, v)
         .with_context(|| format!("log file {} (choose another with -o FILE)", path.display()))?;
     dumper::log_info!("{} started, verbosity {}", dumper::log::BUILD, v);
-    Ok(Some(path))
+    Ok(true)
 }
 
 fn run_freeze(tree: i32) -> Result<()> {
@@ -556,7 +565,7 @@ fn main() {
         cli.cmd,
         Some(Cmd::Janitor { .. } | Cmd::Sample | Cmd::Log { .. })
     ) {
-        None
+        false
     } else {
         match open_log(&cli) {
             Ok(l) => l,
@@ -571,7 +580,7 @@ fn main() {
         if let Err(e) = r {
             dumper::log_error!("failed: {}", format!("{e:#}"));
         }
-        if log.is_some() && dumper::log::close() > 0 {
+        if log && dumper::log::close() > 0 {
             eprintln!("dumper: warning: the log filled up (1 GiB); its last records were dropped");
         }
     };

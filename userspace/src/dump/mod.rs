@@ -122,10 +122,8 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
         }
     );
     let mut dir = ImageDir::create(o.dir)?;
-    crate::log::write::hold(true);
-    let frozen = Frozen::freeze(o.root);
-    let _released = Release;
-    let mut frozen = frozen?;
+    let _held = Held::new();
+    let mut frozen = Frozen::freeze(o.root)?;
     log_info!(
         "tree frozen: {} threads in {} us",
         frozen.threads(),
@@ -234,11 +232,18 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
     Ok(report)
 }
 
-/// Lets the log's prefaulter go on once the dump no longer holds a frozen
-/// tree, however it ends.
-struct Release;
+/// Holds the log's prefaulter while the dump may hold a frozen tree, and
+/// lets it go on however the dump ends.
+struct Held;
 
-impl Drop for Release {
+impl Held {
+    fn new() -> Held {
+        crate::log::write::hold(true);
+        Held
+    }
+}
+
+impl Drop for Held {
     fn drop(&mut self) {
         crate::log::write::hold(false);
     }

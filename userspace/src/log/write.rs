@@ -57,6 +57,7 @@ pub fn hold(on: bool) {
         }
     }
 }
+
 const MADV_POPULATE_WRITE: i32 = 23;
 
 fn ahead() -> u64 {
@@ -89,20 +90,11 @@ fn prefault(w: &'static Writer) {
             room = w.wake.wait(room).unwrap_or_else(|e| e.into_inner());
             continue;
         }
-        if !grow(w, &mut room, ready) {
+        if grow(w, &mut room, ready).is_err() {
             return;
         }
         drop(room);
-        // SAFETY: the chunk lies inside the file and the mapping; the
-        // advice only faults pages in.
-        let r = unsafe {
-            libc::madvise(
-                w.base.add(HEADER + ready as usize * CHUNK).cast(),
-                CHUNK,
-                MADV_POPULATE_WRITE,
-            )
-        };
-        if r != 0 {
+        if fault_in(w, ready, 1).is_err() {
             // An older kernel: the writers fault their pages themselves.
             return;
         }
@@ -197,18 +189,33 @@ pub fn record(site: u32, level: u8, payload: usize, fill: impl FnOnce(*mut u8)) 
     c.set(s);
 }
 
+/// Faults in `chunks` chunks from chunk `from` (they lie inside the file)
+/// without changing their bytes.
+fn fault_in(w: &Writer, from: u64, chunks: u64) -> std::io::Result<()> {
+    // SAFETY: the range lies inside the file and the mapping; the advice
+    // only faults pages in.
+    let r = unsafe {
+        libc::madvise(
+            w.base.add(HEADER + from as usize * CHUNK).cast(),
+            chunks as usize * CHUNK,
+            MADV_POPULATE_WRITE,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Makes the file long enough for chunk `n` (and GROW more), under the
-/// `room` lock; false if the file system refuses.
-fn grow(w: &Writer, room: &mut u64, n: u64) -> bool {
-    if n < *room {
-        return true;
+/// `room` lock.
+fn grow(w: &Writer, room: &mut u64, n: u64) -> std::io::Result<()> {
+    if n >= *room {
+        let want = n + 1 + GROW;
+        w.file.set_len(HEADER as u64 + want * CHUNK as u64)?;
+        *room = want;
     }
-    let want = n + 1 + GROW;
-    if w.file.set_len(HEADER as u64 + want * CHUNK as u64).is_err() {
-        return false;
-    }
-    *room = want;
-    true
+    Ok(())
 }
 
 /// Claims a new chunk for this thread (the slow path).
@@ -227,7 +234,7 @@ fn refill(len: usize) -> Option<Slot> {
     }
     {
         let mut room = w.room.lock().unwrap_or_else(|e| e.into_inner());
-        if !grow(w, &mut room, n) {
+        if grow(w, &mut room, n).is_err() {
             w.dropped.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -275,18 +282,22 @@ extern "C" fn in_child() {
 /// Opens `path` (created or truncated) as the log at verbosity `v` (see
 /// [`LIMIT`]).
 pub fn open(path: &Path, v: u8, build: &str) -> std::io::Result<()> {
+    // Held to the end: two opens at once must not both install a log, and
+    // a second one must not truncate a file before it is refused.
+    let mut cur = WRITER.lock().unwrap_or_else(|e| e.into_inner());
+    if cur.is_some() {
+        return Err(std::io::Error::other("a log is open already"));
+    }
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
         .open(path)?;
+    file.set_len(HEADER as u64 + GROW * CHUNK as u64)?;
     let fd = file.as_raw_fd();
-    // SAFETY: plain syscalls on our fd; the mapping is checked.
+    // SAFETY: a plain mmap of our fd; the mapping is checked.
     let base = unsafe {
-        if libc::ftruncate(fd, (HEADER as u64 + GROW * CHUNK as u64) as i64) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
         let p = libc::mmap(
             std::ptr::null_mut(),
             CAPACITY,
@@ -328,10 +339,6 @@ pub fn open(path: &Path, v: u8, build: &str) -> std::io::Result<()> {
             .name("dumper-log".into())
             .spawn(move || prefault(w))?;
     }
-    let mut cur = WRITER.lock().unwrap_or_else(|e| e.into_inner());
-    if cur.is_some() {
-        return Err(std::io::Error::other("a log is open already"));
-    }
     *cur = Some(w);
     GENERATION.fetch_add(1, Ordering::Relaxed);
     CURRENT.store(w as *const Writer as u64, Ordering::Release);
@@ -351,22 +358,11 @@ pub fn populate(chunks: u64) -> std::io::Result<()> {
     let Some(w) = writer() else { return Ok(()) };
     let mut room = w.room.lock().unwrap_or_else(|e| e.into_inner());
     let from = w.next.load(Ordering::Relaxed);
-    let want = (from + chunks).min(((CAPACITY - HEADER) / CHUNK) as u64);
-    if want > *room {
-        w.file.set_len(HEADER as u64 + want * CHUNK as u64)?;
-        *room = want;
+    let want = (from + chunks).min(((CAPACITY - HEADER) / CHUNK) as u64 - GROW);
+    if want > from {
+        grow(w, &mut room, want - 1)?;
     }
-    // SAFETY: the range lies inside the file and the mapping.
-    let r = unsafe {
-        libc::madvise(
-            w.base.add(HEADER + from as usize * CHUNK).cast(),
-            (want - from) as usize * CHUNK,
-            MADV_POPULATE_WRITE,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    fault_in(w, from, want - from)?;
     w.ready.store(want, Ordering::Relaxed);
     Ok(())
 }

@@ -356,6 +356,21 @@ impl<'a> Planner<'a> {
     /// session 1) and a member in session Z, whose leader Z is a zombie:
     /// the table began outside Z, and only Z's setsid can have brought it
     /// in. Z was in the table while alive.
+    /// Whether `o` can be the first of `table`: a process of a table
+    /// makes processes only below its own parent, so the first lies below
+    /// every parent of a member that is outside the table.
+    fn can_start(&self, table: &[i32], o: i32) -> bool {
+        table.iter().all(|&m| {
+            let pm = self.t.procs[&m].ppid;
+            table.contains(&pm) || self.final_below(o, pm)
+        })
+    }
+
+    /// Whether session `s`'s leader is a zombie that carries no table yet.
+    fn free_zombie_leader(&self, s: i32) -> bool {
+        self.t.procs.get(&s).is_some_and(|l| l.zombie) && !self.adopted.contains_key(&s)
+    }
+
     fn adopt(&mut self) {
         for table in &self.t.tables {
             let closed = |s: i32| {
@@ -376,22 +391,13 @@ impl<'a> Planner<'a> {
             // other session of the table led by a zombie got it from its
             // leader.
             if self.strategy.adopt_origin {
-                let origin = |o: i32| {
-                    table.iter().all(|&m| {
-                        let pm = self.t.procs[&m].ppid;
-                        table.contains(&pm) || self.final_below(o, pm)
-                    })
-                };
+                let origin = |o: i32| self.can_start(table, o);
                 // A zombie leader of one of its sessions that lies below
                 // all those parents can have started it itself.
                 let zombie_origin = table
                     .iter()
                     .filter_map(|&m| self.birth(m))
-                    .filter(|&z| {
-                        self.t.procs.get(&z).is_some_and(|l| l.zombie)
-                            && !self.adopted.contains_key(&z)
-                            && origin(z)
-                    })
+                    .filter(|&z| self.free_zombie_leader(z) && origin(z))
                     .max_by_key(|&z| self.depth(z));
                 if let Some(z) = zombie_origin {
                     self.adopted.insert(z, table[0]);
@@ -406,11 +412,7 @@ impl<'a> Planner<'a> {
                     let zs: BTreeSet<i32> = table
                         .iter()
                         .filter_map(|&m| self.birth(m))
-                        .filter(|&z| {
-                            z != b0
-                                && self.t.procs.get(&z).is_some_and(|l| l.zombie)
-                                && !self.adopted.contains_key(&z)
-                        })
+                        .filter(|&z| z != b0 && self.free_zombie_leader(z))
                         .collect();
                     for z in zs {
                         self.adopted.insert(z, table[0]);
@@ -425,10 +427,7 @@ impl<'a> Planner<'a> {
             }
             let sessions: BTreeSet<i32> = table.iter().map(|&m| self.sid(m)).collect();
             let z = table.iter().filter_map(|&m| self.birth(m)).find(|&s| {
-                !outside.contains(&s)
-                    && sessions.len() > 1
-                    && self.t.procs.get(&s).is_some_and(|l| l.zombie)
-                    && !self.adopted.contains_key(&s)
+                !outside.contains(&s) && sessions.len() > 1 && self.free_zombie_leader(s)
             });
             if let Some(z) = z {
                 self.adopted.insert(z, table[0]);
@@ -1027,16 +1026,9 @@ impl<'a> Planner<'a> {
     /// m from, so k has to be made from m's side (a dying helper m forks).
     fn must_wait(&self, x: i32, k: i32) -> bool {
         let table = self.table_of(k);
-        // The table's first member must lie below every parent of a member
-        // that is outside the table: a process of the table can only make
-        // processes below its own parent.
+        // A member that cannot start its table waits for one that can.
         if table.len() > 1 && self.mate(k).is_none() {
-            let origin = |o: i32| {
-                table.iter().all(|&m| {
-                    let pm = self.t.procs[&m].ppid;
-                    table.contains(&pm) || self.final_below(o, pm)
-                })
-            };
+            let origin = |o: i32| self.can_start(&table, o);
             if !origin(k) && table.iter().any(|&o| o != k && origin(o)) {
                 return true;
             }
