@@ -10,6 +10,7 @@
 
 pub mod check;
 pub mod dump;
+pub mod guest;
 pub mod measure;
 pub mod plan;
 pub mod planner;

@@ -146,7 +146,7 @@ fn main() -> Result<()> {
             let rows: Vec<Row> = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json"))?)?;
             let plan = Plan::new(quick);
             let seconds = seconds_of(&dir);
-            let skipped = vec![("batch".to_string(), "not registered: the batched-syscall kernel patch is its own issue".to_string())];
+            let skipped = vec![("batch".to_string(), "needs the batch(2) kernel series: measured in its QEMU guest by cargo xtask kernel test".to_string())];
             let dumps: Vec<DumpRow> = std::fs::read_to_string(dir.join("dump.json"))
                 .ok()
                 .and_then(|j| serde_json::from_str(&j).ok())
@@ -159,11 +159,18 @@ fn main() -> Result<()> {
             println!("{}", check::check(&dir)?);
             Ok(())
         }
+        // Inside the kernel series' QEMU guest (cargo xtask kernel test).
+        Some("guest") => {
+            let (table, rows) = dumper_bench::guest::run()?;
+            println!("GUEST-BENCH-BEGIN\n{table}\nGUEST-BENCH-END");
+            println!("GUEST-BENCH-JSON {}", serde_json::to_string(&rows)?);
+            Ok(())
+        }
         Some("check") => {
             let dir = args.get(1).context("check DIR")?;
             println!("{}", check::check(std::path::Path::new(dir))?);
             Ok(())
         }
-        _ => bail!("usage: dumper-bench run [--quick] [--out DIR] | render DIR [--quick] | check DIR | workload P F V T"),
+        _ => bail!("usage: dumper-bench run [--quick] [--out DIR] | render DIR [--quick] | check DIR | guest | workload P F V T"),
     }
 }

@@ -313,6 +313,47 @@ fn collectors_agree_on_the_frozen_tree_root() {
     assert!(snaps.iter().all(|s| s.counts() == a.counts()));
 }
 
+/// batch(2) is in the kernel series of kernel-patches/: where the kernel
+/// has it, the batch collector must agree with proc-tuned on a frozen tree
+/// (its QEMU guest runs `dumper compare` for that); where it does not, it
+/// must refuse in one line that names the series, through the CLI.
+#[test]
+fn batch_collector_agrees_or_names_its_kernel_series_root() {
+    if !root_or_skip("batch_collector_agrees_or_names_its_kernel_series_root") {
+        return;
+    }
+    let t = SampleTree::start(exe()).unwrap();
+    if dumper::collect::batch::probe().is_err() {
+        let o = std::process::Command::new(exe())
+            .args([
+                "collect",
+                "-t",
+                &t.manifest.root.to_string(),
+                "--collect",
+                "batch",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(
+            e.contains("kernel-patches/") && e.contains("--collect=proc-tuned"),
+            "{e}"
+        );
+        return;
+    }
+    let mut a = collect::by_name("proc-tuned").unwrap();
+    let mut b = collect::by_name("batch").unwrap();
+    let frozen = Frozen::freeze(t.manifest.root).unwrap();
+    let x = a.collect(Target::Tree(t.manifest.root)).unwrap();
+    let y = b.collect(Target::Tree(t.manifest.root)).unwrap();
+    drop(frozen);
+    let m = diff(&x, &y);
+    assert!(m.is_empty(), "proc-tuned vs batch: {m:#?}");
+    check_sample("batch", &y, &t);
+}
+
 #[test]
 fn collectors_agree_on_the_whole_system_root() {
     if !root_or_skip("collectors_agree_on_the_whole_system_root") {

@@ -1,4 +1,4 @@
-//! Developer workflows: `cargo xtask <setup|build-ebpf|test|demo|bench|fuzz>`.
+//! Developer workflows: `cargo xtask <setup|build-ebpf|test|demo|bench|fuzz|kernel>`.
 //!
 //! Every command that needs the eBPF toolchain runs `setup` first, so the
 //! README's two commands work on a fresh machine with nothing installed by
@@ -8,6 +8,8 @@ use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+mod kernel;
 
 /// bpf-linker release built by setup (features select the LLVM major).
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -87,13 +89,18 @@ fn setup_apt() -> Result<()> {
         .filter(|(cmd, _)| !have(cmd))
         .map(|(_, pkg)| *pkg)
         .collect();
+    apt_install(&missing)
+}
+
+/// apt-get install of `missing` (after an update), if any.
+fn apt_install(missing: &[&str]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
     run(Command::new("apt-get").arg("update"))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "--no-install-recommends"])
-        .args(&missing))
+        .args(missing))
 }
 
 fn setup_rustup() -> Result<()> {
@@ -435,6 +442,11 @@ fn main() -> Result<()> {
         Some("demo") => demo(),
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
+        Some("kernel") => match args.get(1).map(String::as_str) {
+            Some("build") => kernel::build(),
+            Some("test") => kernel::test(),
+            _ => bail!("usage: cargo xtask kernel build|test"),
+        },
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\
@@ -445,7 +457,9 @@ fn main() -> Result<()> {
                  \n  demo                  start the sample tree and run `dumper compare` on it\
                  \n  bench [--quick] [--out DIR]\
                  \n                        every collector side by side: report, JSON, CSV, plots (default DIR target/bench)\
-                 \n  fuzz [SECONDS]        cargo fuzz on the image decoders (default 60 s)"
+                 \n  fuzz [SECONDS]        cargo fuzz on the image decoders (default 60 s)\
+                 \n  kernel build          the batch(2) series (kernel-patches/) on linux-source-6.12, with ccache\
+                 \n  kernel test           boot it in QEMU: the selftest, dumper compare proc,bpf,batch, the guest bench"
             );
             std::process::exit(2);
         }

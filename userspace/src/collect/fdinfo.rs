@@ -10,6 +10,17 @@ pub struct FdInfo {
     pub ino: u64,
 }
 
+/// [`parse`] of /proc/PID/fdinfo/FD's bytes, as a collection error that
+/// names the file.
+pub fn parse_file(pid: i32, fd: u32, bytes: &[u8]) -> Result<FdInfo, super::CollectError> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|t| parse(t).ok())
+        .ok_or_else(|| {
+            super::CollectError::Decode(format!("/proc/{pid}/fdinfo/{fd}: unexpected format"))
+        })
+}
+
 pub fn parse(text: &str) -> Result<FdInfo, String> {
     let mut info = FdInfo::default();
     let mut seen = 0;

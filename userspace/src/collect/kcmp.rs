@@ -105,17 +105,211 @@ pub fn description_ids(fds: &[(i32, u32, u64, u64)]) -> Result<Vec<u32>, Collect
             ids[members[k]] = next;
         }
         if let Some(e) = failure {
-            let (pid, fd) = at(members[0]);
-            let err = std::io::Error::from_raw_os_error(e);
-            return Err(if e == libc::EPERM || e == libc::EACCES {
-                CollectError::Privilege(format!(
-                    "kcmp on process {pid} fd {fd}: {err}: run dumper as root (with CAP_SYS_PTRACE)"
-                ))
-            } else {
-                CollectError::Kernel(format!(
-                    "kcmp on process {pid} fd {fd}: {err} (the kernel needs CONFIG_KCMP or CONFIG_CHECKPOINT_RESTORE)"
-                ))
+            return Err(kcmp_error(at(members[0]), e));
+        }
+    }
+    Ok(ids)
+}
+
+fn kcmp_error((pid, fd): (i32, u32), e: i32) -> CollectError {
+    let err = std::io::Error::from_raw_os_error(e);
+    if e == libc::EPERM || e == libc::EACCES {
+        CollectError::Privilege(format!(
+            "kcmp on process {pid} fd {fd}: {err}: run dumper as root (with CAP_SYS_PTRACE)"
+        ))
+    } else {
+        CollectError::Kernel(format!(
+            "kcmp on process {pid} fd {fd}: {err} (the kernel needs CONFIG_KCMP or CONFIG_CHECKPOINT_RESTORE)"
+        ))
+    }
+}
+
+/// A (pid, fd) pair to compare, first against second.
+pub type Pair = ((i32, u32), (i32, u32));
+
+/// One group's sort, advanced a round at a time: binary insertion in
+/// waves. A wave takes as many pending fds as are placed so far and
+/// binary-searches all of them at once among the classes (one comparison
+/// each per round); fds that land in the same gap are sorted among
+/// themselves by a quicksort, a round per pivot, and the new classes are
+/// spliced in. The comparisons stay near log2(n!), as a merge sort's do,
+/// in O(log² n) rounds.
+#[derive(Default)]
+struct Sort {
+    /// Classes in kcmp order; the members of one share a description.
+    classes: Vec<Vec<usize>>,
+    pending: Vec<usize>,
+    /// The wave's searches: (fd, lo, hi) over class indices; done when
+    /// lo == hi (a gap) or found (usize::MAX in hi, class in lo).
+    wave: Vec<(usize, usize, usize)>,
+    /// Gaps being sorted: (gap, its parts).
+    gaps: Vec<(usize, Vec<Part>)>,
+}
+
+const FOUND: usize = usize::MAX;
+
+/// A quicksort's part: (sorted, members); the members of a sorted part
+/// share one description.
+type Part = (bool, Vec<usize>);
+
+impl Sort {
+    fn done(&self) -> bool {
+        self.pending.is_empty() && self.wave.is_empty() && self.gaps.is_empty()
+    }
+
+    /// This round's comparisons, starting a wave if none is running.
+    fn pairs(&mut self, out: &mut Vec<(usize, usize)>) {
+        if self.wave.is_empty() && self.gaps.is_empty() && !self.pending.is_empty() {
+            if self.classes.is_empty() {
+                let first = self.pending.remove(0);
+                self.classes.push(vec![first]);
+            }
+            // As many as are placed: fds that share one description
+            // (stdio inherited by a whole tree) double in a round each.
+            let placed: usize = self.classes.iter().map(Vec::len).sum();
+            let k = placed.min(self.pending.len());
+            let c = self.classes.len();
+            self.wave = self.pending.drain(..k).map(|x| (x, 0, c)).collect();
+        }
+        for &(x, lo, hi) in &self.wave {
+            if hi != FOUND && lo < hi {
+                out.push((x, self.classes[(lo + hi) / 2][0]));
+            }
+        }
+        for (_, parts) in &self.gaps {
+            for (_, m) in parts.iter().filter(|(sorted, _)| !sorted) {
+                let pivot = m[m.len() / 2];
+                out.extend(m.iter().filter(|&&x| x != pivot).map(|&x| (x, pivot)));
+            }
+        }
+    }
+
+    /// Applies this round's results, in the order `pairs` gave them.
+    fn apply(&mut self, results: &mut impl Iterator<Item = Ordering>) {
+        for s in &mut self.wave {
+            let (_, lo, hi) = *s;
+            if hi == FOUND || lo >= hi {
+                continue;
+            }
+            let mid = (lo + hi) / 2;
+            *s = match results.next().expect("a result per pair") {
+                Ordering::Equal => (s.0, mid, FOUND),
+                Ordering::Less => (s.0, lo, mid),
+                Ordering::Greater => (s.0, mid + 1, hi),
+            };
+        }
+        for (_, parts) in &mut self.gaps {
+            let mut next = Vec::with_capacity(parts.len() + 2);
+            for (sorted, m) in parts.drain(..) {
+                if sorted {
+                    next.push((true, m));
+                    continue;
+                }
+                let pivot = m[m.len() / 2];
+                let (mut less, mut equal, mut greater) = (vec![], vec![pivot], vec![]);
+                for &x in m.iter().filter(|&&x| x != pivot) {
+                    match results.next().expect("a result per pair") {
+                        Ordering::Equal => equal.push(x),
+                        Ordering::Less => less.push(x),
+                        Ordering::Greater => greater.push(x),
+                    }
+                }
+                for (part, is_class) in [(less, false), (equal, true), (greater, false)] {
+                    if !part.is_empty() {
+                        next.push((is_class || part.len() == 1, part));
+                    }
+                }
+            }
+            *parts = next;
+        }
+        // A wave whose searches have all ended: each gap's newcomers are
+        // sorted among themselves, then spliced in.
+        if !self.wave.is_empty() && self.wave.iter().all(|&(_, lo, hi)| hi == FOUND || lo >= hi) {
+            let mut by_gap: Vec<(usize, Vec<usize>)> = vec![];
+            for (x, lo, hi) in std::mem::take(&mut self.wave) {
+                if hi == FOUND {
+                    self.classes[lo].push(x);
+                } else if let Some(g) = by_gap.iter_mut().find(|g| g.0 == lo) {
+                    g.1.push(x);
+                } else {
+                    by_gap.push((lo, vec![x]));
+                }
+            }
+            self.gaps = by_gap
+                .into_iter()
+                .map(|(g, m)| (g, vec![(m.len() == 1, m)]))
+                .collect();
+        }
+        if self.wave.is_empty() && self.gaps.iter().all(|(_, p)| p.iter().all(|(s, _)| *s)) {
+            let mut gaps = std::mem::take(&mut self.gaps);
+            // From the last gap back, so that earlier indices hold.
+            gaps.sort_by_key(|g| std::cmp::Reverse(g.0));
+            for (g, parts) in gaps {
+                let new: Vec<Vec<usize>> = parts.into_iter().map(|(_, m)| m).collect();
+                self.classes.splice(g..g, new);
+            }
+        }
+    }
+}
+
+/// As [`description_ids`], with the comparisons issued in rounds rather
+/// than one at a time: every round hands all the comparisons that do not
+/// wait on another to `compare` at once (batch(2) runs them in one kernel
+/// entry). It sorts into the same order, so the ids are the same, with
+/// about as many comparisons as the merge sort.
+pub fn description_ids_in_rounds(
+    fds: &[(i32, u32, u64, u64)],
+    mut compare: impl FnMut(&[Pair]) -> Result<Vec<Result<Ordering, i32>>, CollectError>,
+) -> Result<Vec<u32>, CollectError> {
+    let mut groups: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
+    for (i, &(_, _, dev, ino)) in fds.iter().enumerate() {
+        groups.entry((dev, ino)).or_default().push(i);
+    }
+    let mut keys: Vec<_> = groups.keys().copied().collect();
+    keys.sort_unstable();
+    let mut sorts: Vec<Sort> = keys
+        .iter()
+        .map(|k| Sort {
+            pending: groups.remove(k).unwrap(),
+            ..Default::default()
+        })
+        .collect();
+    let at = |i: usize| (fds[i].0, fds[i].1);
+    let mut pairs = vec![];
+    loop {
+        pairs.clear();
+        let mut counts = Vec::with_capacity(sorts.len());
+        for s in &mut sorts {
+            let before = pairs.len();
+            s.pairs(&mut pairs);
+            counts.push(pairs.len() - before);
+        }
+        if pairs.is_empty() {
+            // Every state with work left asks for a comparison.
+            debug_assert!(sorts.iter().all(Sort::done));
+            break;
+        }
+        let asked: Vec<Pair> = pairs.iter().map(|&(a, b)| (at(a), at(b))).collect();
+        let mut results = Vec::with_capacity(asked.len());
+        for (r, &(x, _)) in compare(&asked)?.into_iter().zip(&pairs) {
+            results.push(match r {
+                Ok(o) => o,
+                // Gone meanwhile: a description of its own, as the merge
+                // sort has it.
+                Err(libc::ESRCH) | Err(libc::EBADF) => Ordering::Less,
+                Err(e) => return Err(kcmp_error(at(x), e)),
             });
+        }
+        let mut it = results.into_iter();
+        for (s, n) in sorts.iter_mut().zip(counts) {
+            let mut mine = it.by_ref().take(n).collect::<Vec<_>>().into_iter();
+            s.apply(&mut mine);
+        }
+    }
+    let mut ids = vec![0u32; fds.len()];
+    for (id, class) in sorts.iter().flat_map(|s| &s.classes).enumerate() {
+        for &i in class {
+            ids[i] = id as u32 + 1;
         }
     }
     Ok(ids)
@@ -138,6 +332,101 @@ mod tests {
         assert_eq!(ids[0], ids[2]);
         assert_ne!(ids[0], ids[1]);
         unsafe { libc::close(d as i32) };
+    }
+
+    #[test]
+    fn rounds_give_the_merge_sorts_ids() {
+        let me = std::process::id() as i32;
+        use std::os::fd::AsRawFd;
+        let files: Vec<std::fs::File> = (0..5)
+            .map(|_| std::fs::File::open("/proc/self/exe").unwrap())
+            .collect();
+        let mut fds: Vec<(i32, u32, u64, u64)> = files
+            .iter()
+            .map(|f| (me, f.as_raw_fd() as u32, 1, 1))
+            .collect();
+        let dups: Vec<i32> = fds
+            .iter()
+            .step_by(2)
+            .map(|&(_, fd, _, _)| unsafe { libc::dup(fd as i32) })
+            .collect();
+        fds.extend(dups.iter().map(|&d| (me, d as u32, 1, 1)));
+        // Another inode: its own group.
+        let other = std::fs::File::open("/proc/self/stat").unwrap();
+        fds.push((me, other.as_raw_fd() as u32, 1, 2));
+        let mut rounds = 0;
+        let b = description_ids_in_rounds(&fds, |pairs| {
+            rounds += 1;
+            Ok(pairs.iter().map(|&(a, b)| kcmp_file(a, b)).collect())
+        })
+        .unwrap();
+        assert_eq!(description_ids(&fds).unwrap(), b);
+        assert!(rounds >= 1 && rounds <= fds.len(), "{rounds}");
+        for d in dups {
+            unsafe { libc::close(d) };
+        }
+    }
+
+    /// Values with repeats as fake fds (pid = value, fd = index), compared
+    /// by value: the classes come out in order, with about the merge
+    /// sort's number of comparisons, in few rounds.
+    #[test]
+    fn rounds_sort_with_few_comparisons() {
+        let mut seed = 12345u64;
+        // (fds, distinct values): mostly distinct, and one description
+        // shared by many (stdio inherited by a whole tree).
+        let cases = [
+            (1usize, 1u64),
+            (2, 2),
+            (3, 3),
+            (10, 8),
+            (100, 75),
+            (1000, 750),
+            (3000, 2250),
+            (1500, 1),
+            (3000, 3),
+        ];
+        for (n, distinct) in cases {
+            let values: Vec<i32> = (0..n)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((seed >> 33) % distinct) as i32
+                })
+                .collect();
+            let fds: Vec<(i32, u32, u64, u64)> = values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (v, i as u32, 0, 0))
+                .collect();
+            let (mut rounds, mut comparisons) = (0, 0);
+            let ids = description_ids_in_rounds(&fds, |pairs| {
+                rounds += 1;
+                comparisons += pairs.len();
+                Ok(pairs
+                    .iter()
+                    .map(|&((a, _), (b, _))| Ok(a.cmp(&b)))
+                    .collect())
+            })
+            .unwrap();
+            // Ids follow the values' order and are equal exactly when the
+            // values are.
+            for i in 0..n {
+                for j in 0..n {
+                    assert_eq!(values[i].cmp(&values[j]), ids[i].cmp(&ids[j]), "n {n}");
+                }
+            }
+            let log = (n as f64).log2().max(1.0);
+            assert!(
+                comparisons as f64 <= 1.1 * n as f64 * log,
+                "n {n}: {comparisons} comparisons"
+            );
+            assert!(
+                rounds as f64 <= log * log + 4.0 * log,
+                "n {n}: {rounds} rounds"
+            );
+        }
     }
 
     #[test]

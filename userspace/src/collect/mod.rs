@@ -6,6 +6,7 @@
 //! Both must produce identical snapshots of a frozen tree; `dumper compare`
 //! and the integration tests hold them to it.
 
+pub mod batch;
 pub mod bpf;
 pub mod bpf_detail;
 pub mod classify;
@@ -45,7 +46,9 @@ pub enum CollectError {
         #[source]
         source: std::io::Error,
     },
-    #[error("unknown collector {0:?}: choose proc, proc-tuned, procmap-query, bpf or bpf-null")]
+    #[error(
+        "unknown collector {0:?}: choose proc, proc-tuned, procmap-query, bpf, bpf-null or batch"
+    )]
     UnknownCollector(String),
     #[error("{0}")]
     Decode(String),
@@ -70,6 +73,12 @@ pub trait Collector {
     /// readlink calls the last collection made to complete paths, for
     /// collectors whose point is to avoid them.
     fn readlinks(&self) -> Option<usize> {
+        None
+    }
+    /// For the batch collector: the last collection's batch(2) calls, the
+    /// entries they ran, and how many of those fire the sys_enter
+    /// tracepoint (the kernel reports each entry to tracing as a call).
+    fn batched(&self) -> Option<(usize, usize, usize)> {
         None
     }
     /// Collects the frozen tree; with `detail`, each task's
@@ -103,6 +112,7 @@ pub fn by_name(name: &str) -> Result<Box<dyn Collector>, CollectError> {
         )?)),
         "bpf" => Ok(Box::new(bpf::BpfCollector::load()?)),
         "bpf-null" => Ok(Box::new(bpf::BpfCollector::load_null()?)),
+        "batch" => Ok(Box::new(batch::BatchCollector::new()?)),
         other => Err(CollectError::UnknownCollector(other.to_string())),
     }
 }

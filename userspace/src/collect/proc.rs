@@ -96,8 +96,20 @@ impl Collector for ProcCollector {
 pub(super) fn assemble<P>(
     target: Target,
     procs: impl IntoIterator<Item = (i32, P)>,
+    read: impl FnMut(i32, P) -> Result<Task, Skip>,
+    skipped: &mut Vec<(i32, String)>,
+) -> Result<Snapshot, CollectError> {
+    assemble_with(target, procs, read, skipped, kcmp::description_ids)
+}
+
+/// As [`assemble`], with `ids` giving each fd its open file description's
+/// id, as [`kcmp::description_ids`] does.
+pub(super) fn assemble_with<P>(
+    target: Target,
+    procs: impl IntoIterator<Item = (i32, P)>,
     mut read: impl FnMut(i32, P) -> Result<Task, Skip>,
     skipped: &mut Vec<(i32, String)>,
+    ids: impl FnOnce(&[(i32, u32, u64, u64)]) -> Result<Vec<u32>, CollectError>,
 ) -> Result<Snapshot, CollectError> {
     let mut snap = Snapshot::default();
     skipped.clear();
@@ -116,7 +128,7 @@ pub(super) fn assemble<P>(
             return Err(CollectError::NoSuchProcess(root));
         }
     }
-    assign_file_ids(&mut snap)?;
+    assign_file_ids(&mut snap, ids)?;
     snap.canonicalize();
     Ok(snap)
 }
@@ -348,13 +360,16 @@ fn read_vmas(pid: i32) -> Result<Vec<Vma>, Skip> {
 
 /// Gives every fd a raw description id (kcmp-equal fds share one); the
 /// snapshot's canonical ids are derived from these.
-pub(super) fn assign_file_ids(snap: &mut Snapshot) -> Result<(), CollectError> {
+pub(super) fn assign_file_ids(
+    snap: &mut Snapshot,
+    ids: impl FnOnce(&[(i32, u32, u64, u64)]) -> Result<Vec<u32>, CollectError>,
+) -> Result<(), CollectError> {
     let all: Vec<(i32, u32, u64, u64)> = snap
         .tasks
         .iter()
         .flat_map(|t| t.fds.iter().map(move |f| (t.pid, f.fd, f.dev, f.ino)))
         .collect();
-    let ids = kcmp::description_ids(&all)?;
+    let ids = ids(&all)?;
     let mut it = ids.into_iter();
     for t in &mut snap.tasks {
         for f in &mut t.fds {

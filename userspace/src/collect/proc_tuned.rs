@@ -34,9 +34,7 @@ pub struct ProcTuned {
     /// File contents (smaps can be megabytes: grown as needed, kept).
     buf: Vec<u8>,
     dents: Vec<u8>,
-    /// Mapped file names, interned: a library mapped by every process is
-    /// one allocation.
-    names: HashMap<Box<str>, Arc<str>>,
+    names: Names,
     skipped: Vec<(i32, String)>,
 }
 
@@ -109,17 +107,7 @@ fn numeric_entries(dir: &OwnedFd, dents: &mut Vec<u8>, out: &mut Vec<u32>) -> st
         if n == 0 {
             return Ok(());
         }
-        let mut off = 0usize;
-        while off < n as usize {
-            // struct linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name.
-            let reclen = u16::from_ne_bytes([dents[off + 16], dents[off + 17]]) as usize;
-            let name = &dents[off + 19..off + reclen];
-            let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-            if let Some(v) = parse_u64(name) {
-                out.push(v as u32);
-            }
-            off += reclen;
-        }
+        dirent_numbers(&dents[..n as usize], out);
     }
 }
 
@@ -250,6 +238,131 @@ pub fn parse_status(b: &[u8]) -> Option<Status> {
     Some(s)
 }
 
+/// Mapped file names, interned: a library mapped by every process is one
+/// allocation.
+#[derive(Default)]
+pub(super) struct Names(HashMap<Box<str>, Arc<str>>);
+
+impl Names {
+    pub(super) fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(name) {
+            return a.clone();
+        }
+        let a: Arc<str> = name.into();
+        self.0.insert(name.into(), a.clone());
+        a
+    }
+}
+
+/// The mappings of a smaps text, [vsyscall] left out (task_vma does not
+/// visit it); None if a line has an unexpected format.
+pub(super) fn smaps_vmas(names: &mut Names, text: &str) -> Option<Vec<Vma>> {
+    let mut vmas: Vec<Vma> = vec![];
+    // The attributes that follow a left-out mapping are not the
+    // previous mapping's.
+    let mut keep = false;
+    for line in text.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if let (true, Some(v)) = (keep, vmas.last_mut()) {
+                v.flags = VmFlags::from_smaps(flags.split_whitespace());
+            }
+        } else if !line.is_empty() && !smaps::is_attribute(line) {
+            let m = smaps::header(line)?;
+            keep = m.name != "[vsyscall]";
+            if !keep {
+                continue;
+            }
+            let path = (!m.name.is_empty()).then(|| names.intern(&m.name));
+            vmas.push(m.vma(path));
+        }
+    }
+    Some(vmas)
+}
+
+/// A task from its stat and status, with no fds or mappings yet.
+pub(super) fn task_from(
+    pid: i32,
+    st: &Stat,
+    status: Status,
+    threads: Vec<i32>,
+    links: [Option<String>; 3],
+) -> Task {
+    let [cwd, root, exe] = links;
+    Task {
+        pid,
+        tgid: status.tgid,
+        ppid: st.ppid,
+        pgid: st.pgrp,
+        sid: st.session,
+        comm: String::from_utf8_lossy(st.comm).into_owned(),
+        state: (st.state as char).to_string(),
+        threads,
+        uid: status.uid.into(),
+        gid: status.gid.into(),
+        groups: status.groups,
+        caps: status.caps.into(),
+        signals: SigMasks {
+            blocked: status.sig[0],
+            ignored: status.sig[1],
+            caught: status.sig[2],
+        },
+        exit_signal: st.exit_signal,
+        nice: st.nice,
+        kthread: st.flags & PF_KTHREAD != 0,
+        cwd,
+        root,
+        exe,
+        fds: vec![],
+        vmas: vec![],
+        detail: None,
+    }
+}
+
+/// An fd from its link, fdinfo and stat (and a socket's protocol).
+pub(super) fn fd_from(
+    fd: u32,
+    path: String,
+    info: &fdinfo::FdInfo,
+    st: &libc::stat,
+    proto: Option<&str>,
+) -> Fd {
+    let kind = classify::from_proc(st.st_mode, &path, proto);
+    Fd {
+        fd,
+        kind,
+        flags: info.flags,
+        pos: info.pos,
+        mnt_id: info.mnt_id,
+        dev: st.st_dev,
+        ino: info.ino,
+        rdev: if matches!(kind, FileType::Chr | FileType::Blk) {
+            st.st_rdev
+        } else {
+            0
+        },
+        path: path.into(),
+        file_id: 0,
+    }
+}
+
+/// The numeric names (pids, tids, fds) in getdents64 records.
+pub(super) fn dirent_numbers(dents: &[u8], out: &mut Vec<u32>) {
+    let mut off = 0usize;
+    while off + 19 <= dents.len() {
+        // struct linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name.
+        let reclen = u16::from_ne_bytes([dents[off + 16], dents[off + 17]]) as usize;
+        if reclen < 19 || off + reclen > dents.len() {
+            return;
+        }
+        let name = &dents[off + 19..off + reclen];
+        let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+        if let Some(v) = parse_u64(name) {
+            out.push(v as u32);
+        }
+        off += reclen;
+    }
+}
+
 fn cname(s: &str) -> std::ffi::CString {
     std::ffi::CString::new(s).expect("no NUL in a /proc name")
 }
@@ -263,18 +376,9 @@ impl ProcTuned {
             proc,
             buf: vec![0; 256 * 1024],
             dents: vec![0; 32 * 1024],
-            names: HashMap::new(),
+            names: Names::default(),
             skipped: vec![],
         })
-    }
-
-    fn intern(&mut self, name: &str) -> Arc<str> {
-        if let Some(a) = self.names.get(name) {
-            return a.clone();
-        }
-        let a: Arc<str> = name.into();
-        self.names.insert(name.into(), a.clone());
-        a
     }
 
     /// The tree's pids, through every thread's `children` file; also
@@ -344,19 +448,8 @@ impl ProcTuned {
         let f =
             openat(dir.as_raw_fd(), c"stat", libc::O_RDONLY).map_err(|e| skip(what("stat"), e))?;
         let n = read_all(&f, &mut self.buf).map_err(|e| skip(what("stat"), e))?;
-        let st = parse_stat(&self.buf[..n]).ok_or_else(|| bad("stat"))?;
-        let (comm, state) = (
-            String::from_utf8_lossy(st.comm).into_owned(),
-            (st.state as char).to_string(),
-        );
-        let (ppid, pgid, sid, flags, nice, exit_signal) = (
-            st.ppid,
-            st.pgrp,
-            st.session,
-            st.flags,
-            st.nice,
-            st.exit_signal,
-        );
+        let stat = self.buf[..n].to_vec();
+        let st = parse_stat(&stat).ok_or_else(|| bad("stat"))?;
         let f = openat(dir.as_raw_fd(), c"status", libc::O_RDONLY)
             .map_err(|e| skip(what("status"), e))?;
         let n = read_all(&f, &mut self.buf).map_err(|e| skip(what("status"), e))?;
@@ -376,35 +469,8 @@ impl ProcTuned {
                 )),
             }
         };
-        let (cwd, root, exe) = (readlink(c"cwd")?, readlink(c"root")?, readlink(c"exe")?);
-        let mut task = Task {
-            pid,
-            tgid: status.tgid,
-            ppid,
-            pgid,
-            sid,
-            comm,
-            state,
-            threads,
-            uid: status.uid.into(),
-            gid: status.gid.into(),
-            groups: status.groups,
-            caps: status.caps.into(),
-            signals: SigMasks {
-                blocked: status.sig[0],
-                ignored: status.sig[1],
-                caught: status.sig[2],
-            },
-            exit_signal,
-            nice,
-            kthread: flags & PF_KTHREAD != 0,
-            cwd,
-            root,
-            exe,
-            fds: vec![],
-            vmas: vec![],
-            detail: None,
-        };
+        let links = [readlink(c"cwd")?, readlink(c"root")?, readlink(c"exe")?];
+        let mut task = task_from(pid, &st, status, threads, links);
         task.fds = self.read_fds(pid, &dir)?;
         task.vmas = match self.maps {
             Maps::Smaps => self.read_smaps(pid, &dir)?,
@@ -441,14 +507,7 @@ impl ProcTuned {
             let info = match openat(info_dir.as_raw_fd(), &name, libc::O_RDONLY)
                 .and_then(|f| read_all(&f, &mut self.buf))
             {
-                Ok(n) => std::str::from_utf8(&self.buf[..n])
-                    .ok()
-                    .and_then(|t| fdinfo::parse(t).ok())
-                    .ok_or_else(|| {
-                        Skip::Fail(CollectError::Decode(format!(
-                            "/proc/{pid}/fdinfo/{fd}: unexpected format"
-                        )))
-                    })?,
+                Ok(n) => fdinfo::parse_file(pid, fd, &self.buf[..n]).map_err(Skip::Fail)?,
                 Err(e) if vanished(&e) => continue,
                 Err(e) => return Err(skip(what(format!("fdinfo/{fd}")), e)),
             };
@@ -466,23 +525,7 @@ impl ProcTuned {
             } else {
                 None
             };
-            let kind = classify::from_proc(st.st_mode, &path, proto.as_deref());
-            fds.push(Fd {
-                fd,
-                kind,
-                flags: info.flags,
-                pos: info.pos,
-                mnt_id: info.mnt_id,
-                dev: st.st_dev,
-                ino: info.ino,
-                rdev: if matches!(kind, FileType::Chr | FileType::Blk) {
-                    st.st_rdev
-                } else {
-                    0
-                },
-                path: path.into(),
-                file_id: 0,
-            });
+            fds.push(fd_from(fd, path, &info, &st, proto.as_deref()));
         }
         Ok(fds)
     }
@@ -491,40 +534,13 @@ impl ProcTuned {
         let what = || format!("/proc/{pid}/smaps");
         let f = openat(dir.as_raw_fd(), c"smaps", libc::O_RDONLY).map_err(|e| skip(what, e))?;
         let n = read_all(&f, &mut self.buf).map_err(|e| skip(what, e))?;
-        let buf = std::mem::take(&mut self.buf);
-        let text = String::from_utf8_lossy(&buf[..n]);
-        let mut vmas: Vec<Vma> = vec![];
-        let mut ok = true;
-        // The attributes that follow a left-out mapping are not the
-        // previous mapping's.
-        let mut keep = false;
-        for line in text.lines() {
-            if let Some(flags) = line.strip_prefix("VmFlags:") {
-                if let (true, Some(v)) = (keep, vmas.last_mut()) {
-                    v.flags = VmFlags::from_smaps(flags.split_whitespace());
-                }
-            } else if !line.is_empty() && !smaps::is_attribute(line) {
-                let Some(m) = smaps::header(line) else {
-                    ok = false;
-                    break;
-                };
-                keep = m.name != "[vsyscall]";
-                if !keep {
-                    continue;
-                }
-                let path = (!m.name.is_empty()).then(|| self.intern(&m.name));
-                vmas.push(m.vma(path));
-            }
-        }
-        drop(text);
-        self.buf = buf;
-        if !ok {
-            return Err(Skip::Fail(CollectError::Decode(format!(
+        let text = String::from_utf8_lossy(&self.buf[..n]);
+        smaps_vmas(&mut self.names, &text).ok_or_else(|| {
+            Skip::Fail(CollectError::Decode(format!(
                 "{}: unexpected format",
                 what()
-            ))));
-        }
-        Ok(vmas)
+            )))
+        })
     }
 
     /// PROCMAP_QUERY (include/uapi/linux/fs.h): one ioctl per mapping.
@@ -588,7 +604,7 @@ impl ProcTuned {
                 continue;
             }
             let file = q.inode != 0 || q.dev_major != 0 || q.dev_minor != 0;
-            let path = (n > 0).then(|| self.intern(&text));
+            let path = (n > 0).then(|| self.names.intern(&text));
             vmas.push(Vma {
                 start: q.vma_start,
                 end: q.vma_end,
