@@ -12,7 +12,7 @@
 
 use super::proc::{all_pids, assemble_with, io_skip, resolve_tgid, Skip};
 use super::proc_tuned::{
-    dirent_numbers, fd_from, parse_stat, parse_status, smaps_vmas, task_from, Names,
+    child_pids, dirent_numbers, fd_from, parse_stat, parse_status, smaps_vmas, task_from, Names,
 };
 use super::{fdinfo, kcmp, vanished, CollectError, Collector, Target};
 use crate::model::{Snapshot, Task};
@@ -39,25 +39,31 @@ struct Call {
 const _: () = assert!(std::mem::size_of::<Call>() == 64);
 
 fn batch(calls: &mut [Call]) -> std::io::Result<usize> {
-    // SAFETY: the kernel reads and writes `calls.len()` entries; the
-    // pointers in them are the caller's (checked by [`Round::run`]). The
-    // unused argument registers are zero, so that a kernel where 463 is
-    // setxattrat refuses the call at once (EINVAL on a zero size).
-    let n = unsafe {
-        libc::syscall(
-            NR_BATCH,
-            calls.as_mut_ptr(),
-            calls.len() as libc::c_uint,
-            0 as libc::c_uint,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if n < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
+    loop {
+        // SAFETY: the kernel reads and writes `calls.len()` entries; the
+        // pointers in them are the caller's (checked by [`Round::run`]).
+        // The unused argument registers are zero, so that a kernel where
+        // 463 is setxattrat refuses the call at once (EINVAL on a zero
+        // size).
+        let n = unsafe {
+            libc::syscall(
+                NR_BATCH,
+                calls.as_mut_ptr(),
+                calls.len() as libc::c_uint,
+                0 as libc::c_uint,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        // A signal before the first entry did anything: nothing ran.
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
     }
 }
 
@@ -518,14 +524,9 @@ impl BatchCollector {
             let outs = self.round.run(ops)?;
             let mut next = VecDeque::new();
             for r in outs.into_iter().flatten() {
-                for c in self.round.arena[r].split(|&b| b == b' ') {
-                    if let Some(c) = std::str::from_utf8(c)
-                        .ok()
-                        .and_then(|c| c.trim().parse::<i32>().ok())
-                    {
-                        if seen.insert(c) {
-                            next.push_back(c);
-                        }
+                for c in child_pids(&self.round.arena[r]) {
+                    if seen.insert(c) {
+                        next.push_back(c);
                     }
                 }
             }
@@ -671,7 +672,8 @@ impl BatchCollector {
             }
         };
         let links = [link(2, "cwd")?, link(3, "root")?, link(4, "exe")?];
-        let mut task = task_from(pid, &st, status, threads, links);
+        let comm = String::from_utf8_lossy(st.comm).into_owned();
+        let mut task = task_from(pid, comm, &st, status, threads, links);
         let smaps = o[5].clone().map_err(|e| err("smaps", e))?;
         task.vmas = smaps_vmas(&mut self.names, &String::from_utf8_lossy(&arena[smaps]))
             .ok_or_else(|| bad("smaps"))?;

@@ -67,16 +67,9 @@ fn merge_sort<T: Copy>(v: &mut Vec<T>, cmp: &mut impl FnMut(T, T) -> Ordering) {
 /// other failure (no ptrace right, a kernel without CONFIG_KCMP) is an
 /// error, not a silently wrong identity.
 pub fn description_ids(fds: &[(i32, u32, u64, u64)]) -> Result<Vec<u32>, CollectError> {
-    let mut groups: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
-    for (i, &(_, _, dev, ino)) in fds.iter().enumerate() {
-        groups.entry((dev, ino)).or_default().push(i);
-    }
     let mut ids = vec![0u32; fds.len()];
     let mut next = 0u32;
-    let mut keys: Vec<_> = groups.keys().copied().collect();
-    keys.sort_unstable();
-    for key in keys {
-        let mut members = groups.remove(&key).unwrap();
+    for mut members in by_inode(fds) {
         let at = |i: usize| (fds[i].0, fds[i].1);
         let mut failure = None;
         // Results seen while sorting; the pass over neighbours reuses them.
@@ -109,6 +102,18 @@ pub fn description_ids(fds: &[(i32, u32, u64, u64)]) -> Result<Vec<u32>, Collect
         }
     }
     Ok(ids)
+}
+
+/// The indices of `fds` grouped by (dev, ino), groups in (dev, ino) order:
+/// only fds of one inode can share a description.
+fn by_inode(fds: &[(i32, u32, u64, u64)]) -> Vec<Vec<usize>> {
+    let mut groups: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
+    for (i, &(_, _, dev, ino)) in fds.iter().enumerate() {
+        groups.entry((dev, ino)).or_default().push(i);
+    }
+    let mut groups: Vec<((u64, u64), Vec<usize>)> = groups.into_iter().collect();
+    groups.sort_unstable_by_key(|g| g.0);
+    groups.into_iter().map(|(_, m)| m).collect()
 }
 
 fn kcmp_error((pid, fd): (i32, u32), e: i32) -> CollectError {
@@ -225,28 +230,39 @@ impl Sort {
         // A wave whose searches have all ended: each gap's newcomers are
         // sorted among themselves, then spliced in.
         if !self.wave.is_empty() && self.wave.iter().all(|&(_, lo, hi)| hi == FOUND || lo >= hi) {
-            let mut by_gap: Vec<(usize, Vec<usize>)> = vec![];
+            let mut landed: Vec<(usize, usize)> = vec![];
             for (x, lo, hi) in std::mem::take(&mut self.wave) {
                 if hi == FOUND {
                     self.classes[lo].push(x);
-                } else if let Some(g) = by_gap.iter_mut().find(|g| g.0 == lo) {
-                    g.1.push(x);
                 } else {
-                    by_gap.push((lo, vec![x]));
+                    landed.push((lo, x));
                 }
             }
-            self.gaps = by_gap
-                .into_iter()
-                .map(|(g, m)| (g, vec![(m.len() == 1, m)]))
-                .collect();
+            // By gap, in wave order within one (a stable sort).
+            landed.sort_by_key(|&(g, _)| g);
+            for (g, x) in landed {
+                match self.gaps.last_mut() {
+                    Some((last, parts)) if *last == g => parts[0].1.push(x),
+                    _ => self.gaps.push((g, vec![(false, vec![x])])),
+                }
+            }
+            for (_, parts) in &mut self.gaps {
+                parts[0].0 = parts[0].1.len() == 1;
+            }
         }
         if self.wave.is_empty() && self.gaps.iter().all(|(_, p)| p.iter().all(|(s, _)| *s)) {
-            let mut gaps = std::mem::take(&mut self.gaps);
-            // From the last gap back, so that earlier indices hold.
-            gaps.sort_by_key(|g| std::cmp::Reverse(g.0));
-            for (g, parts) in gaps {
-                let new: Vec<Vec<usize>> = parts.into_iter().map(|(_, m)| m).collect();
-                self.classes.splice(g..g, new);
+            // One pass: each gap's new classes go before the class at
+            // its index (gaps are in index order).
+            let old = std::mem::take(&mut self.classes);
+            let mut gaps = std::mem::take(&mut self.gaps).into_iter().peekable();
+            for (i, class) in old.into_iter().enumerate() {
+                while let Some((_, parts)) = gaps.next_if(|(g, _)| *g == i) {
+                    self.classes.extend(parts.into_iter().map(|(_, m)| m));
+                }
+                self.classes.push(class);
+            }
+            for (_, parts) in gaps {
+                self.classes.extend(parts.into_iter().map(|(_, m)| m));
             }
         }
     }
@@ -261,16 +277,10 @@ pub fn description_ids_in_rounds(
     fds: &[(i32, u32, u64, u64)],
     mut compare: impl FnMut(&[Pair]) -> Result<Vec<Result<Ordering, i32>>, CollectError>,
 ) -> Result<Vec<u32>, CollectError> {
-    let mut groups: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
-    for (i, &(_, _, dev, ino)) in fds.iter().enumerate() {
-        groups.entry((dev, ino)).or_default().push(i);
-    }
-    let mut keys: Vec<_> = groups.keys().copied().collect();
-    keys.sort_unstable();
-    let mut sorts: Vec<Sort> = keys
-        .iter()
-        .map(|k| Sort {
-            pending: groups.remove(k).unwrap(),
+    let mut sorts: Vec<Sort> = by_inode(fds)
+        .into_iter()
+        .map(|pending| Sort {
+            pending,
             ..Default::default()
         })
         .collect();

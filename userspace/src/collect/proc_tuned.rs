@@ -279,9 +279,11 @@ pub(super) fn smaps_vmas(names: &mut Names, text: &str) -> Option<Vec<Vma>> {
     Some(vmas)
 }
 
-/// A task from its stat and status, with no fds or mappings yet.
+/// A task from its stat (but for the comm, given) and status, with no fds
+/// or mappings yet.
 pub(super) fn task_from(
     pid: i32,
+    comm: String,
     st: &Stat,
     status: Status,
     threads: Vec<i32>,
@@ -294,7 +296,7 @@ pub(super) fn task_from(
         ppid: st.ppid,
         pgid: st.pgrp,
         sid: st.session,
-        comm: String::from_utf8_lossy(st.comm).into_owned(),
+        comm,
         state: (st.state as char).to_string(),
         threads,
         uid: status.uid.into(),
@@ -343,6 +345,13 @@ pub(super) fn fd_from(
         path: path.into(),
         file_id: 0,
     }
+}
+
+/// The pids in a /proc/PID/task/TID/children file.
+pub(super) fn child_pids(b: &[u8]) -> impl Iterator<Item = i32> + '_ {
+    b.split(|&c| c == b' ')
+        .filter_map(|c| parse_u64(c.trim_ascii()))
+        .map(|c| c as i32)
 }
 
 /// The numeric names (pids, tids, fds) in getdents64 records.
@@ -410,9 +419,9 @@ impl ProcTuned {
                 let Ok(n) = read_all(&f, &mut self.buf) else {
                     continue;
                 };
-                for c in self.buf[..n].split(|&b| b == b' ').filter_map(parse_u64) {
-                    if seen.insert(c as i32) {
-                        queue.push_back(c as i32);
+                for c in child_pids(&self.buf[..n]) {
+                    if seen.insert(c) {
+                        queue.push_back(c);
                     }
                 }
             }
@@ -448,8 +457,10 @@ impl ProcTuned {
         let f =
             openat(dir.as_raw_fd(), c"stat", libc::O_RDONLY).map_err(|e| skip(what("stat"), e))?;
         let n = read_all(&f, &mut self.buf).map_err(|e| skip(what("stat"), e))?;
-        let stat = self.buf[..n].to_vec();
-        let st = parse_stat(&stat).ok_or_else(|| bad("stat"))?;
+        let st = parse_stat(&self.buf[..n]).ok_or_else(|| bad("stat"))?;
+        // The comm out of the buffer, which the next read reuses.
+        let comm = String::from_utf8_lossy(st.comm).into_owned();
+        let st = Stat { comm: &[], ..st };
         let f = openat(dir.as_raw_fd(), c"status", libc::O_RDONLY)
             .map_err(|e| skip(what("status"), e))?;
         let n = read_all(&f, &mut self.buf).map_err(|e| skip(what("status"), e))?;
@@ -470,7 +481,7 @@ impl ProcTuned {
             }
         };
         let links = [readlink(c"cwd")?, readlink(c"root")?, readlink(c"exe")?];
-        let mut task = task_from(pid, &st, status, threads, links);
+        let mut task = task_from(pid, comm, &st, status, threads, links);
         task.fds = self.read_fds(pid, &dir)?;
         task.vmas = match self.maps {
             Maps::Smaps => self.read_smaps(pid, &dir)?,
