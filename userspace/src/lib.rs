@@ -20,7 +20,9 @@ pub mod pagemap;
 pub mod plan;
 pub mod ptrace;
 pub mod remote;
+pub mod restore;
 pub mod sample;
+pub mod workload;
 
 /// The build script's BTF reader, included here so its unit tests run with
 /// the library's.

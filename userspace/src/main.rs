@@ -60,6 +60,18 @@ enum Cmd {
     /// Freeze a tree, collect everything a restore needs, write a verified
     /// image directory; then kill the tree (or --leave-running).
     Dump(DumpArgs),
+    /// Bring a dumped tree back at its own pids, from a verified image
+    /// directory; wait for its root and exit with its status (or --detach).
+    Restore {
+        #[arg(short = 'D', long = "images-dir", value_name = "DIR")]
+        dir: std::path::PathBuf,
+        /// Return once the tree runs instead of waiting for its root.
+        #[arg(long)]
+        detach: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Decode an image directory for people, or with --json for programs.
     Show {
         #[arg(value_name = "DIR")]
@@ -142,6 +154,9 @@ enum Cmd {
     /// tests): prints its manifest as JSON, lives until stdin closes.
     #[command(hide = true)]
     Sample,
+    /// Run a program of the restore tests (src/workload.rs).
+    #[command(hide = true)]
+    Workload { name: String, args: Vec<String> },
     /// Read dumper's binary logs.
     Log {
         #[command(subcommand)]
@@ -334,6 +349,41 @@ fn run_compare(tree: i32, names: &[String], detail: bool, json: bool) -> Result<
     Ok(agree)
 }
 
+/// Ok(false) when the root did not exit with 0 (its status is passed on).
+fn run_restore(dir: &std::path::Path, detach: bool, json: bool) -> Result<bool> {
+    let r = dumper::restore::restore(&dumper::restore::Options { dir, detach })?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        let ms = |n: u64| n as f64 / 1e6;
+        println!(
+            "restored {} processes ({} zombies) from {}, root {}: {} plan steps, {} helpers, {} pages written; {:.1} ms (tree {:.1}, memory {:.1}, state {:.1})",
+            r.processes,
+            r.zombies,
+            dir.display(),
+            r.root,
+            r.steps,
+            r.helpers,
+            r.pages_written,
+            ms(r.total_ns),
+            ms(r.tree_ns),
+            ms(r.memory_ns),
+            ms(r.state_ns)
+        );
+    }
+    if let Some(st) = r.exit_status {
+        dumper::log::close();
+        if libc::WIFSIGNALED(st) {
+            std::process::exit(128 + libc::WTERMSIG(st));
+        }
+        let code = libc::WEXITSTATUS(st);
+        if code != 0 {
+            std::process::exit(code);
+        }
+    }
+    Ok(true)
+}
+
 fn run_dump(a: DumpArgs) -> Result<()> {
     let (Some(root), Some(dir)) = (a.tree, a.dir.as_deref()) else {
         bail!("dump needs -t PID and -D DIR");
@@ -496,10 +546,11 @@ fn run_log_decode(file: &std::path::Path, json: bool) -> Result<()> {
 /// Opens the log the command line asks for: -o FILE, or DIR.log beside a
 /// dump's image directory; at -v N (default 4). Whether one is open.
 fn open_log(cli: &Cli) -> Result<bool> {
-    let dump_dir = match &cli.cmd {
-        Some(Cmd::Dump(a)) => a.dir.as_deref(),
-        None => cli.dump.as_ref().and_then(|a| a.dir.as_deref()),
-        _ => None,
+    let (dump_dir, suffix) = match &cli.cmd {
+        Some(Cmd::Dump(a)) => (a.dir.as_deref(), ".log"),
+        Some(Cmd::Restore { dir, .. }) => (Some(dir.as_path()), ".restore.log"),
+        None => (cli.dump.as_ref().and_then(|a| a.dir.as_deref()), ".log"),
+        _ => (None, ""),
     };
     let v = cli.verbosity.unwrap_or(4);
     let path = match (&cli.log_file, dump_dir) {
@@ -515,7 +566,7 @@ fn open_log(cli: &Cli) -> Result<bool> {
                 return Ok(false);
             }
             let mut p = d.as_os_str().to_owned();
-            p.push(".log");
+            p.push(suffix);
             std::path::PathBuf::from(p)
         }
         (None, None) => return Ok(false),
@@ -563,7 +614,7 @@ fn main() {
     };
     let log = if matches!(
         cli.cmd,
-        Some(Cmd::Janitor { .. } | Cmd::Sample | Cmd::Log { .. })
+        Some(Cmd::Janitor { .. } | Cmd::Sample | Cmd::Workload { .. } | Cmd::Log { .. })
     ) {
         false
     } else {
@@ -602,6 +653,7 @@ fn main() {
     let r = match cmd {
         Cmd::Dump(a) => run_dump(a).map(|_| true),
         Cmd::Show { dir, json } => run_show(&dir, json).map(|_| true),
+        Cmd::Restore { dir, detach, json } => run_restore(&dir, detach, json),
         Cmd::Plan {
             tree,
             images_dir,
@@ -632,6 +684,7 @@ fn main() {
         } => run_compare(tree, &collect, detail, json),
         Cmd::Freeze { tree } => run_freeze(tree).map(|_| true),
         Cmd::Sample => dumper::sample::run(),
+        Cmd::Workload { name, args } => dumper::workload::run(&name, &args),
         Cmd::Log {
             cmd: LogCmd::Decode { file, json },
         } => run_log_decode(&file, json).map(|_| true),

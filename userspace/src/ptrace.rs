@@ -155,6 +155,25 @@ pub fn xstate(tid: i32) -> Result<Vec<u8>, i32> {
     })
 }
 
+/// Sets the XSAVE area [`xstate`] read (same CPU features: the kernel
+/// refuses a layout it does not know).
+pub fn set_xstate(tid: i32, x: &[u8]) -> Result<(), i32> {
+    let mut iov = libc::iovec {
+        iov_base: x.as_ptr() as *mut libc::c_void,
+        iov_len: x.len(),
+    };
+    // SAFETY: the iovec points at x, which the kernel only reads.
+    unsafe {
+        raw(
+            libc::PTRACE_SETREGSET,
+            tid,
+            NT_X86_XSTATE,
+            &mut iov as *mut _ as usize,
+        )
+    }
+    .map(|_| ())
+}
+
 pub fn rseq(tid: i32) -> Result<Rseq, i32> {
     #[repr(C)]
     #[derive(Default)]

@@ -1,0 +1,161 @@
+//! Open file descriptions, recreated inside the process the plan names:
+//! files reopened by path with their flags and offset, pipes made anew.
+//! A file that is gone or is another inode than the one dumped is an
+//! error naming it, found before anything is created ([`check_all`]).
+
+use super::tracee::{TraceError, Tracee};
+use super::RestoreError;
+use crate::model::{Fd, FileType, Snapshot};
+use std::os::unix::fs::MetadataExt;
+
+/// Kinds this restorer recreates.
+pub fn restorable(k: FileType) -> bool {
+    matches!(
+        k,
+        FileType::Reg | FileType::Dir | FileType::Chr | FileType::Pipe
+    )
+}
+
+/// Kinds reopened by path.
+fn by_path(k: FileType) -> bool {
+    matches!(k, FileType::Reg | FileType::Dir | FileType::Chr)
+}
+
+/// Whether the path names the dumped inode now; the reason when not.
+pub fn same_file(path: &str, dev: u64, ino: u64) -> Result<(), String> {
+    if path.ends_with(" (deleted)") {
+        return Err(format!("{path} was deleted before the dump"));
+    }
+    let m = std::fs::metadata(path).map_err(|e| format!("{path}: {e}"))?;
+    if (m.dev(), m.ino()) != (dev, ino) {
+        return Err(format!(
+            "{path} is another file than the one dumped (inode {} on device {:#x}, dumped {} on {:#x})",
+            m.ino(),
+            m.dev(),
+            ino,
+            dev
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_all(snap: &Snapshot) -> Result<(), RestoreError> {
+    for t in snap.tasks.iter().filter(|t| t.state != "Z") {
+        for f in t.fds.iter().filter(|f| by_path(f.kind)) {
+            same_file(&f.path, f.dev, f.ino).map_err(|why| {
+                RestoreError::Changed(format!(
+                    "process {} fd {}: {why}: restore needs the files as they were at the dump",
+                    t.pid, f.fd
+                ))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The flags to open a dumped description with: its own, less what only
+/// creation or this fd means (close-on-exec is set per fd at the end),
+/// and never becoming a controlling terminal.
+fn open_flags(f: &Fd) -> u64 {
+    let drop = libc::O_CLOEXEC | libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC;
+    ((f.flags as i32 & !drop) | libc::O_NOCTTY) as u64
+}
+
+/// Moves fds `got` (fresh ones) to the numbers `want`, through `tmp`, a
+/// number above every fd the process will have, so no move clobbers the
+/// other.
+fn place(tr: &Tracee, got: &[i64], want: &[u32], tmp: u32) -> Result<(), TraceError> {
+    if got.iter().zip(want).all(|(g, w)| *g == *w as i64) {
+        return Ok(());
+    }
+    let mut b = tr.batch();
+    for (i, &g) in got.iter().enumerate() {
+        b.call("dup2", libc::SYS_dup2, &[g as u64, (tmp + i as u32) as u64]);
+        b.call("close", libc::SYS_close, &[g as u64]);
+    }
+    for (i, &w) in want.iter().enumerate() {
+        b.call("dup2", libc::SYS_dup2, &[(tmp + i as u32) as u64, w as u64]);
+        b.call("close", libc::SYS_close, &[(tmp + i as u32) as u64]);
+    }
+    tr.run(&b).map(|_| ())
+}
+
+/// Opens the description `f` at fd `at` of `tr`.
+pub fn open(tr: &Tracee, f: &Fd, at: u32, tmp: u32) -> Result<(), TraceError> {
+    let mut b = tr.batch();
+    let path = b.cstr(&f.path);
+    b.call(
+        "open",
+        libc::SYS_openat,
+        &[libc::AT_FDCWD as u64, path, open_flags(f), 0],
+    );
+    let got = tr
+        .run(&b)
+        .map_err(|e| retitle(e, format!("opening {} for fd {at}", f.path)))?
+        .results[0];
+    place(tr, &[got], &[at], tmp)?;
+    if f.pos != 0 && matches!(f.kind, FileType::Reg | FileType::Dir) {
+        tr.call(
+            "lseek",
+            libc::SYS_lseek,
+            &[at as u64, f.pos as u64, libc::SEEK_SET as u64],
+        )
+        .map_err(|e| retitle(e, format!("seeking {} to {}", f.path, f.pos)))?;
+    }
+    Ok(())
+}
+
+/// Makes a pipe whose ends are `ends` (read, write: their dumped
+/// descriptions, None for an end no fd holds) at fds `at`.
+pub fn pipe(tr: &Tracee, ends: [Option<&Fd>; 2], at: [u32; 2], tmp: u32) -> Result<(), TraceError> {
+    let mut b = tr.batch();
+    let fds = b.space(8);
+    b.call("pipe2", libc::SYS_pipe2, &[fds, 0]);
+    let ran = tr.run(&b)?;
+    let raw = ran.bytes(fds, 8);
+    let got = [
+        i32::from_le_bytes(raw[0..4].try_into().unwrap()) as i64,
+        i32::from_le_bytes(raw[4..8].try_into().unwrap()) as i64,
+    ];
+    place(tr, &got, &at, tmp)?;
+    let mut b = tr.batch();
+    for (e, &fd) in ends.iter().zip(&at) {
+        let fl = e.map_or(0, |f| f.flags as i32) & (libc::O_NONBLOCK | libc::O_DIRECT);
+        if fl != 0 {
+            b.call(
+                "fcntl F_SETFL",
+                libc::SYS_fcntl,
+                &[fd as u64, libc::F_SETFL as u64, fl as u64],
+            );
+        }
+    }
+    if !b.is_empty() {
+        tr.run(&b)?;
+    }
+    Ok(())
+}
+
+/// Close-on-exec, per fd (dup2 clears it, so it is set last).
+pub fn cloexec(tr: &Tracee, fds: &[Fd]) -> Result<(), TraceError> {
+    let mut b = tr.batch();
+    for f in fds.iter().filter(|f| f.flags as i32 & libc::O_CLOEXEC != 0) {
+        if !b.fits(1, 0) {
+            tr.run(&b)?;
+            b = tr.batch();
+        }
+        b.call(
+            "fcntl F_SETFD",
+            libc::SYS_fcntl,
+            &[f.fd as u64, libc::F_SETFD as u64, libc::FD_CLOEXEC as u64],
+        );
+    }
+    if !b.is_empty() {
+        tr.run(&b)?;
+    }
+    Ok(())
+}
+
+pub fn retitle(mut e: TraceError, what: String) -> TraceError {
+    e.what = what;
+    e
+}

@@ -1,0 +1,258 @@
+//! `dumper restore`: a dumped tree brought back, at its own pids.
+//!
+//! 1. The images are opened and verified (checksums), and everything this
+//!    restorer cannot restore yet is refused before any process exists
+//!    ([`check`]).
+//! 2. The planner's plan builds the tree (`tree.rs`): every fork,
+//!    setsid, setpgid, open, pipe, dup2 and exit runs as a system call
+//!    inside the process the plan names, each process a copy of dumper
+//!    traced from birth (`tracee.rs`).
+//! 3. Each live process then becomes what it was (`mm.rs`, `task.rs`):
+//!    dumper's address space is replaced with the dumped one, then its
+//!    state, then its registers, at the exit of the system call that
+//!    unmaps the last of dumper's code.
+//! 4. All are released at once.
+//!
+//! Any error kills everything created so far ([`Created`]), and so does
+//! dumper's death (PTRACE_O_EXITKILL).
+
+pub mod files;
+pub mod mm;
+pub mod task;
+pub mod tracee;
+pub mod tree;
+
+use crate::image::read::Image;
+use crate::image::ImageError;
+use crate::model::Task;
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+use tracee::TraceError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Plan(String),
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    #[error("{0}")]
+    Changed(String),
+}
+
+pub struct Options<'a> {
+    pub dir: &'a Path,
+    /// Return once the tree runs, instead of waiting for its root.
+    pub detach: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub root: i32,
+    pub processes: usize,
+    pub zombies: usize,
+    pub helpers: usize,
+    pub steps: usize,
+    pub pages_written: u64,
+    /// Building the tree (plan steps: processes and files).
+    pub tree_ns: u64,
+    /// Address spaces and page contents.
+    pub memory_ns: u64,
+    /// Everything else per process, registers included.
+    pub state_ns: u64,
+    pub total_ns: u64,
+    /// The root's wait status, when dumper waited for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+}
+
+fn ns(d: std::time::Duration) -> u64 {
+    d.as_nanos() as u64
+}
+
+/// Everything this restorer cannot bring back yet, refused up front with
+/// the object named: nothing is created for an image it would restore
+/// wrong.
+pub fn check(img: &Image) -> Result<(), RestoreError> {
+    let no = |s: String| Err(RestoreError::Unsupported(s));
+    for t in &img.inventory.snapshot.tasks {
+        if t.kthread {
+            return no(format!("process {} is a kernel thread", t.pid));
+        }
+        if t.state == "Z" {
+            continue;
+        }
+        if t.threads.len() > 1 {
+            return no(format!(
+                "process {} has {} threads: restoring threads is not supported yet",
+                t.pid,
+                t.threads.len()
+            ));
+        }
+        for f in &t.fds {
+            if !files::restorable(f.kind) {
+                return no(format!(
+                    "process {} fd {} is {} ({}): restoring it is not supported yet",
+                    t.pid,
+                    f.fd,
+                    f.kind.name(),
+                    f.path
+                ));
+            }
+        }
+        for v in &t.vmas {
+            if crate::dump::memory::is_shmem(v) {
+                return no(format!(
+                    "process {} maps shared memory at {:#x}-{:#x} ({}): restoring it is not supported yet",
+                    t.pid,
+                    v.start,
+                    v.end,
+                    v.path.as_deref().unwrap_or("")
+                ));
+            }
+        }
+        if t.detail.as_ref().and_then(|d| d.mm.as_ref()).is_none() {
+            return no(format!("process {} has no saved mm fields", t.pid));
+        }
+    }
+    Ok(())
+}
+
+/// Pids of the image that a live process has now.
+fn taken(tasks: &[Task]) -> Result<(), RestoreError> {
+    for t in tasks {
+        let p = format!("/proc/{}", t.pid);
+        if Path::new(&p).exists() {
+            let comm = std::fs::read_to_string(format!("{p}/comm")).unwrap_or_default();
+            return Err(RestoreError::Unsupported(format!(
+                "pid {} is taken by {:?} now: stop it, or restore into a new pid namespace (--pidns, not supported yet)",
+                t.pid,
+                comm.trim()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every process created so far; on drop (any error), all are killed.
+#[derive(Default)]
+pub struct Created {
+    pub pids: Vec<i32>,
+    pub hole: Option<u64>,
+    done: bool,
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        if let Some(h) = self.hole {
+            tracee::unmap_hole(h);
+        }
+        if self.done {
+            return;
+        }
+        for &p in &self.pids {
+            // SAFETY: killing a process dumper created.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+        for &p in &self.pids {
+            // Reaps dumper's own children (the others go to their
+            // parents, dead too, and then to dumper, a subreaper).
+            // SAFETY: waiting for a child that was just killed.
+            unsafe { libc::waitpid(p, std::ptr::null_mut(), libc::__WALL | libc::WNOHANG) };
+        }
+        log_warn!(
+            "restore failed: killed the {} processes it had created",
+            self.pids.len()
+        );
+    }
+}
+
+/// Restores the image in `o.dir`.
+pub fn restore(o: &Options) -> Result<Report, RestoreError> {
+    let t0 = Instant::now();
+    let img = crate::image::read::open(o.dir)?;
+    check(&img)?;
+    let snap = &img.inventory.snapshot;
+    taken(&snap.tasks)?;
+    let target = crate::plan::from_image::target(&img).map_err(RestoreError::Plan)?;
+    let plan = crate::plan::plan(&target)
+        .map_err(|e| RestoreError::Plan(format!("no plan builds this tree: {e}")))?;
+    log_info!(
+        "restore of {} processes from {}: {} plan steps, {} helpers",
+        snap.tasks.len(),
+        o.dir.to_string_lossy(),
+        plan.steps.len(),
+        plan.helpers.len()
+    );
+    files::check_all(snap)?;
+    mm::check_files(snap)?;
+
+    // Orphans of dying helpers must come to dumper, the plan's pid 1.
+    // SAFETY: prctl on dumper itself.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let mut created = Created::default();
+    let hole = mm::pick_hole(snap)?;
+    created.hole = Some(hole);
+
+    let tt = Instant::now();
+    let mut t = tree::Tree::new(&img, hole);
+    for s in &plan.steps {
+        t.step(s, &mut created)?;
+    }
+    let tree_ns = ns(tt.elapsed());
+    log_info!("tree built in {} us", tree_ns / 1000);
+
+    let mut report = Report {
+        root: img.manifest.root,
+        helpers: plan.helpers.len(),
+        steps: plan.steps.len(),
+        tree_ns,
+        ..Default::default()
+    };
+    let mut live = vec![];
+    for task in &snap.tasks {
+        if task.state == "Z" {
+            report.zombies += 1;
+            continue;
+        }
+        let tr = t
+            .take(task.pid)
+            .ok_or_else(|| RestoreError::Plan(format!("the plan left no process {}", task.pid)))?;
+        let tm = Instant::now();
+        report.pages_written += mm::restore(&tr, task, &img)?;
+        report.memory_ns += ns(tm.elapsed());
+        let ts = Instant::now();
+        task::restore(&tr, task, &img)?;
+        report.state_ns += ns(ts.elapsed());
+        live.push(tr);
+    }
+    report.processes = snap.tasks.len();
+    // Everyone at once.
+    for tr in &live {
+        tr.release()?;
+    }
+    created.done = true;
+    for &(tid, sig) in &img.inventory.job_stopped {
+        // SAFETY: a job-control stop for a process just restored.
+        unsafe { libc::kill(tid, sig) };
+    }
+    report.total_ns = ns(t0.elapsed());
+    log_info!(
+        "restored {} processes in {} us",
+        report.processes,
+        report.total_ns / 1000
+    );
+    if !o.detach {
+        let mut status = 0;
+        // SAFETY: waiting for dumper's own child, the root.
+        let r = unsafe { libc::waitpid(report.root, &mut status, 0) };
+        if r == report.root {
+            report.exit_status = Some(status);
+        }
+    }
+    Ok(report)
+}

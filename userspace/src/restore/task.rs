@@ -1,0 +1,258 @@
+//! The rest of a process's state, set from inside it once its memory is
+//! back: close-on-exec flags, signal handlers, sigaltstack, rseq,
+//! personality, limits, cwd and root, name, queued signals, credentials;
+//! then, at the exit of the call that unmaps the hole, its registers,
+//! extended state and signal mask.
+
+use super::tracee::{terr, Batch, TraceError, Tracee};
+use super::RestoreError;
+use crate::image::read::Image;
+use crate::image::NREGS;
+use crate::model::Task;
+use crate::ptrace::SIGINFO_SIZE;
+
+fn run_all(tr: &Tracee, b: Batch) -> Result<(), TraceError> {
+    if !b.is_empty() {
+        tr.run(&b)?;
+    }
+    Ok(())
+}
+
+pub fn restore(tr: &Tracee, task: &Task, img: &Image) -> Result<(), RestoreError> {
+    let pid = tr.pid;
+    let d = task.detail.as_ref().unwrap();
+    super::files::cloexec(tr, &task.fds)?;
+
+    // Every disposition: dumper's own (SIGPIPE ignored, its stack
+    // overflow handlers) must not survive.
+    let mut b = tr.batch();
+    for (i, a) in d.sigactions.iter().enumerate() {
+        let sig = i as u64 + 1;
+        if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
+            continue;
+        }
+        let mut k = [0u8; 32];
+        for (j, w) in [a.handler, a.flags, a.restorer, a.mask].iter().enumerate() {
+            k[j * 8..j * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        let at = b.data(&k);
+        b.call("rt_sigaction", libc::SYS_rt_sigaction, &[sig, at, 0, 8]);
+    }
+    run_all(tr, b)?;
+
+    let th = d.threads.iter().find(|t| t.tid == pid);
+    let mut b = tr.batch();
+    if let Some(th) = th {
+        let mut ss = [0u8; 24];
+        ss[0..8].copy_from_slice(&th.altstack.sp.to_le_bytes());
+        ss[8..12].copy_from_slice(&th.altstack.flags.to_le_bytes());
+        ss[16..24].copy_from_slice(&th.altstack.size.to_le_bytes());
+        let at = b.data(&ss);
+        b.call("sigaltstack", libc::SYS_sigaltstack, &[at, 0]);
+        if th.rseq.addr != 0 {
+            b.call(
+                "rseq",
+                libc::SYS_rseq,
+                &[th.rseq.addr, th.rseq.len as u64, 0, th.rseq.sig as u64],
+            );
+        }
+    }
+    b.call(
+        "personality",
+        libc::SYS_personality,
+        &[d.personality as u64],
+    );
+    if let Some(cwd) = &task.cwd {
+        let at = b.cstr(cwd);
+        b.call("chdir", libc::SYS_chdir, &[at]);
+    }
+    if let Some(root) = task.root.as_deref().filter(|r| *r != "/") {
+        let at = b.cstr(root);
+        b.call("chroot", libc::SYS_chroot, &[at]);
+    }
+    let mut comm = task.comm.as_bytes().to_vec();
+    comm.truncate(15);
+    comm.push(0);
+    let at = b.data(&comm);
+    b.call(
+        "prctl PR_SET_NAME",
+        libc::SYS_prctl,
+        &[libc::PR_SET_NAME as u64, at],
+    );
+    run_all(tr, b)?;
+
+    // Limits where allowed: raising a hard limit needs CAP_SYS_RESOURCE.
+    let mut b = tr.batch();
+    for (i, r) in d.rlimits.iter().enumerate() {
+        let mut l = [0u8; 16];
+        l[..8].copy_from_slice(&r.cur.to_le_bytes());
+        l[8..].copy_from_slice(&r.max.to_le_bytes());
+        let at = b.data(&l);
+        b.call("prlimit64", libc::SYS_prlimit64, &[0, i as u64, at, 0]);
+    }
+    let ran = tr.run_raw(&b)?;
+    for (i, r) in ran.results.iter().enumerate() {
+        if *r < 0 {
+            log_warn!(
+                "process {}: limit {} left as it was ({}): raising it needs CAP_SYS_RESOURCE",
+                pid,
+                i as u64,
+                *r
+            );
+        }
+    }
+
+    // Queued signals, with every signal still blocked: they wait for the
+    // restored mask, as they did in the dumped process.
+    let mut b = tr.batch();
+    let queue = |b: &mut Batch, recs: &[u8], thread: bool| {
+        for rec in recs.chunks_exact(SIGINFO_SIZE) {
+            let sig = i32::from_le_bytes(rec[0..4].try_into().unwrap()) as u64;
+            let at = b.data(rec);
+            if thread {
+                b.call(
+                    "rt_tgsigqueueinfo",
+                    libc::SYS_rt_tgsigqueueinfo,
+                    &[pid as u64, pid as u64, sig, at],
+                );
+            } else {
+                b.call(
+                    "rt_sigqueueinfo",
+                    libc::SYS_rt_sigqueueinfo,
+                    &[pid as u64, sig, at],
+                );
+            }
+        }
+    };
+    let ts = img
+        .inventory
+        .threads
+        .iter()
+        .find(|t| t.tid == pid)
+        .ok_or_else(|| RestoreError::Plan(format!("the image has no registers for {pid}")))?;
+    queue(&mut b, &ts.siginfo, true);
+    if let Some(q) = img.inventory.shared_siginfo.iter().find(|q| q.tgid == pid) {
+        queue(&mut b, &q.siginfo, false);
+    }
+    run_all(tr, b)?;
+
+    creds(tr, task)?;
+
+    if ts.regs.len() != NREGS {
+        return Err(terr(pid, "registers", "the image has a wrong register count").into());
+    }
+    let words: [u64; NREGS] = ts.regs.clone().try_into().unwrap();
+    // SAFETY: user_regs_struct is NREGS u64s, in the image's order.
+    let regs: crate::ptrace::Regs = unsafe { std::mem::transmute(words) };
+    let blocked = th.map_or(task.signals.blocked, |t| t.blocked);
+    tr.finish(&regs, &ts.xstate, blocked)?;
+    Ok(())
+}
+
+/// uid, gid and groups, then capabilities, when they are not dumper's.
+fn creds(tr: &Tracee, t: &Task) -> Result<(), TraceError> {
+    // SAFETY: plain queries of dumper's own ids.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let same = |i: &crate::model::Ids, v: u32| {
+        i.real == v && i.effective == v && i.saved == v && i.fs == v
+    };
+    let mine = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let my_caps = mine
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+    let full_caps = my_caps == Some(t.caps.effective)
+        && t.caps.permitted == t.caps.effective
+        && t.caps.ambient == 0
+        && t.caps.bounding == t.caps.effective;
+    let my_groups = {
+        // SAFETY: getgroups into a buffer of the size it reports.
+        let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+        let mut g = vec![0; n.max(0) as usize];
+        let n = unsafe { libc::getgroups(n, g.as_mut_ptr()) };
+        g.truncate(n.max(0) as usize);
+        g
+    };
+    if same(&t.uid, uid) && same(&t.gid, gid) && full_caps && my_groups == t.groups {
+        return Ok(());
+    }
+    let mut b = tr.batch();
+    // Bounding set first (it needs CAP_SETPCAP, gone after setresuid).
+    for cap in 0..64u64 {
+        if t.caps.bounding & (1 << cap) == 0 && my_caps.unwrap_or(0) & (1 << cap) != 0 {
+            b.call(
+                "prctl PR_CAPBSET_DROP",
+                libc::SYS_prctl,
+                &[libc::PR_CAPBSET_DROP as u64, cap],
+            );
+        }
+    }
+    let gs: Vec<u8> = t.groups.iter().flat_map(|g| g.to_le_bytes()).collect();
+    let at = b.data(&gs);
+    b.call(
+        "setgroups",
+        libc::SYS_setgroups,
+        &[t.groups.len() as u64, at],
+    );
+    b.call(
+        "setresgid",
+        libc::SYS_setresgid,
+        &[
+            t.gid.real as u64,
+            t.gid.effective as u64,
+            t.gid.saved as u64,
+        ],
+    );
+    b.call("setfsgid", libc::SYS_setfsgid, &[t.gid.fs as u64]);
+    b.call(
+        "prctl PR_SET_KEEPCAPS",
+        libc::SYS_prctl,
+        &[libc::PR_SET_KEEPCAPS as u64, 1],
+    );
+    b.call(
+        "setresuid",
+        libc::SYS_setresuid,
+        &[
+            t.uid.real as u64,
+            t.uid.effective as u64,
+            t.uid.saved as u64,
+        ],
+    );
+    b.call("setfsuid", libc::SYS_setfsuid, &[t.uid.fs as u64]);
+    // capset: version 3 header, two data words of (effective, permitted,
+    // inheritable).
+    let mut hdr = [0u8; 8];
+    hdr[..4].copy_from_slice(&0x2008_0522u32.to_le_bytes());
+    let h = b.data(&hdr);
+    let mut data = [0u8; 24];
+    for (i, w) in [t.caps.effective, t.caps.permitted, t.caps.inheritable]
+        .iter()
+        .enumerate()
+    {
+        data[i * 4..i * 4 + 4].copy_from_slice(&(*w as u32).to_le_bytes());
+        data[12 + i * 4..12 + i * 4 + 4].copy_from_slice(&((*w >> 32) as u32).to_le_bytes());
+    }
+    let dat = b.data(&data);
+    b.call("capset", libc::SYS_capset, &[h, dat]);
+    b.call(
+        "prctl PR_SET_KEEPCAPS",
+        libc::SYS_prctl,
+        &[libc::PR_SET_KEEPCAPS as u64, 0],
+    );
+    for cap in 0..64u64 {
+        if t.caps.ambient & (1 << cap) != 0 {
+            b.call(
+                "prctl PR_CAP_AMBIENT_RAISE",
+                libc::SYS_prctl,
+                &[
+                    libc::PR_CAP_AMBIENT as u64,
+                    libc::PR_CAP_AMBIENT_RAISE as u64,
+                    cap,
+                    0,
+                    0,
+                ],
+            );
+        }
+    }
+    tr.run(&b).map(|_| ())
+}
