@@ -17,6 +17,10 @@ pub fn counter(out: &str) -> ! {
         libc::setsid();
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
     }
+    count(out)
+}
+
+fn count(out: &str) -> ! {
     let mut f = std::fs::File::create(out).unwrap_or_else(|e| {
         eprintln!("workload counter: {out}: {e}");
         std::process::exit(1)
@@ -35,10 +39,110 @@ pub fn counter(out: &str) -> ! {
     }
 }
 
+/// Forks a child that runs `f`; its pid.
+fn fork(f: impl FnOnce()) -> i32 {
+    // SAFETY: the workload is single-threaded.
+    match unsafe { libc::fork() } {
+        0 => {
+            f();
+            std::process::exit(0)
+        }
+        p if p > 0 => p,
+        _ => {
+            eprintln!("workload: fork: {}", std::io::Error::last_os_error());
+            std::process::exit(1)
+        }
+    }
+}
+
+/// A tree with two sessions, several groups and a zombie, every live
+/// process a counter into `dir/NAME`: root R leads its session; A leads a
+/// group in it; B leads a second session, where its child C leads a
+/// group; D is in R's group; Z exited with status 7 and R never reaps it.
+pub fn tree(dir: &str) -> ! {
+    // SAFETY: plain system calls on this process.
+    unsafe {
+        libc::setsid();
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+    let at = |n: &str| format!("{dir}/{n}");
+    fork(|| std::process::exit(7));
+    let a = at("A");
+    fork(move || {
+        // SAFETY: a new group for this process.
+        unsafe { libc::setpgid(0, 0) };
+        count(&a)
+    });
+    let (b, c) = (at("B"), at("C"));
+    fork(move || {
+        // SAFETY: a new session for this process.
+        unsafe { libc::setsid() };
+        fork(move || {
+            // SAFETY: a new group for this process.
+            unsafe { libc::setpgid(0, 0) };
+            count(&c)
+        });
+        count(&b)
+    });
+    let d = at("D");
+    fork(move || count(&d));
+    count(&at("R"))
+}
+
+/// A writer and a reader of one pipe: child W writes the numbers 1, 2,
+/// 3, ... a line each into the pipe as fast as it takes them (so it is
+/// full, 64 KiB buffered, most of the time); the root reads a line every
+/// 2 ms (through a 16-byte buffer: what it has not read is in the pipe)
+/// and writes it to `out`. Bytes a restore lost or repeated show as
+/// a gap or a repeat in `out`.
+pub fn pipe(out: &str) -> ! {
+    // SAFETY: plain system calls on this process.
+    unsafe {
+        libc::setsid();
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+    let mut fds = [0; 2];
+    // SAFETY: pipe into a local array.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } < 0 {
+        std::process::exit(1);
+    }
+    let [r, w] = fds;
+    fork(move || {
+        // SAFETY: each side owns one end from here on.
+        let mut w = unsafe {
+            libc::close(r);
+            std::fs::File::from_raw_fd(w)
+        };
+        for n in 1u64.. {
+            if writeln!(w, "{n}").is_err() {
+                std::process::exit(1);
+            }
+        }
+    });
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::close(w);
+        std::fs::File::from_raw_fd(r)
+    };
+    let mut f = std::fs::File::create(out).unwrap_or_else(|_| std::process::exit(1));
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::with_capacity(16, r));
+    loop {
+        match lines.next() {
+            Some(Ok(l)) => {
+                let _ = writeln!(f, "{l}");
+            }
+            _ => std::process::exit(1),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// Runs workload `name` with `args`. Never returns.
 pub fn run(name: &str, args: &[String]) -> ! {
     match (name, args) {
         ("counter", [out]) => counter(out),
+        ("tree", [dir]) => tree(dir),
+        ("pipe", [out]) => pipe(out),
         _ => {
             // SAFETY: fd 2 stays open for the process's life.
             let mut err = unsafe { std::fs::File::from_raw_fd(2) };

@@ -9,6 +9,7 @@
 //! tree, and the [`ImageDir`], which removes the temporary directory.
 
 pub mod memory;
+pub mod pipes;
 pub mod threads;
 
 use crate::collect::{self, CollectError, Collector};
@@ -137,6 +138,7 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
     let tc = Instant::now();
     let mut snap = primary.collect_frozen(&mut frozen, true)?;
     let (threads, shared_siginfo) = threads::collect(&snap, &frozen)?;
+    let pipes = pipes::collect(&snap)?;
     report.collect_ns = ns(tc.elapsed());
     log_snapshot(&snap);
     log_info!("collected in {} us", report.collect_ns / 1000);
@@ -202,6 +204,7 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
             threads,
             shared_siginfo,
             job_stopped,
+            pipes,
         },
     )?;
     let manifest = Manifest {

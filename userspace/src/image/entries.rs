@@ -40,6 +40,17 @@ pub struct Inventory {
     /// the signal that stopped them: (tid, signal). The snapshot shows
     /// every thread as `t`, frozen.
     pub job_stopped: Vec<(i32, i32)>,
+    /// What each pipe of the tree held, by inode.
+    pub pipes: Vec<PipeData>,
+}
+
+/// The bytes buffered in a pipe at the dump, copied without taking them
+/// (tee(2)), and its capacity (F_GETPIPE_SZ).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipeData {
+    pub ino: u64,
+    pub capacity: u32,
+    pub data: Vec<u8>,
 }
 
 /// x86-64 `struct user_regs_struct`, in its order ([`REG_NAMES`]).

@@ -19,7 +19,7 @@ pub use entries::*;
 use serde::{de::DeserializeOwned, Serialize};
 
 pub const MAGIC: [u8; 8] = *b"DUMPERIM";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 24;
 pub const PAGE_SIZE: u64 = 4096;
 

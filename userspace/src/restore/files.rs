@@ -5,6 +5,7 @@
 
 use super::tracee::{TraceError, Tracee};
 use super::RestoreError;
+use crate::image::PipeData;
 use crate::model::{Fd, FileType, Snapshot};
 use std::os::unix::fs::MetadataExt;
 
@@ -106,8 +107,15 @@ pub fn open(tr: &Tracee, f: &Fd, at: u32, tmp: u32) -> Result<(), TraceError> {
 }
 
 /// Makes a pipe whose ends are `ends` (read, write: their dumped
-/// descriptions, None for an end no fd holds) at fds `at`.
-pub fn pipe(tr: &Tracee, ends: [Option<&Fd>; 2], at: [u32; 2], tmp: u32) -> Result<(), TraceError> {
+/// descriptions, None for an end no fd holds) at fds `at`, holding what
+/// the dumped one held.
+pub fn pipe(
+    tr: &Tracee,
+    ends: [Option<&Fd>; 2],
+    at: [u32; 2],
+    tmp: u32,
+    held: Option<&PipeData>,
+) -> Result<(), TraceError> {
     let mut b = tr.batch();
     let fds = b.space(8);
     b.call("pipe2", libc::SYS_pipe2, &[fds, 0]);
@@ -117,6 +125,31 @@ pub fn pipe(tr: &Tracee, ends: [Option<&Fd>; 2], at: [u32; 2], tmp: u32) -> Resu
         i32::from_le_bytes(raw[0..4].try_into().unwrap()) as i64,
         i32::from_le_bytes(raw[4..8].try_into().unwrap()) as i64,
     ];
+    if let Some(h) = held {
+        let w = got[1] as u64;
+        tr.call(
+            "F_SETPIPE_SZ",
+            libc::SYS_fcntl,
+            &[w, libc::F_SETPIPE_SZ as u64, h.capacity as u64],
+        )?;
+        // The capacity is at least what it held: no write blocks.
+        for chunk in h.data.chunks(super::tracee::MAX_DATA / 2) {
+            let mut b = tr.batch();
+            let a = b.data(chunk);
+            b.call(
+                "write into a pipe",
+                libc::SYS_write,
+                &[w, a, chunk.len() as u64],
+            );
+            if tr.run(&b)?.results[0] != chunk.len() as i64 {
+                return Err(super::tracee::terr(
+                    tr.pid,
+                    "refilling a pipe",
+                    "short write",
+                ));
+            }
+        }
+    }
     place(tr, &got, &at, tmp)?;
     let mut b = tr.batch();
     for (e, &fd) in ends.iter().zip(&at) {

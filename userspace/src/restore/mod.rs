@@ -122,16 +122,42 @@ pub fn check(img: &Image) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// Pids of the image that a live process has now.
+/// Pids of the image that a process has now. A zombie (the dumped tree
+/// itself, just killed by its dump) gets two seconds for its parent to
+/// reap it.
 fn taken(tasks: &[Task]) -> Result<(), RestoreError> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(2);
     for t in tasks {
         let p = format!("/proc/{}", t.pid);
-        if Path::new(&p).exists() {
-            let comm = std::fs::read_to_string(format!("{p}/comm")).unwrap_or_default();
+        loop {
+            let Ok(stat) = std::fs::read_to_string(format!("{p}/stat")) else {
+                break;
+            };
+            let comm = stat
+                .split_once(" (")
+                .and_then(|(_, r)| r.rsplit_once(')'))
+                .map_or("?", |x| x.0);
+            let rest: Vec<&str> = stat
+                .rsplit_once(')')
+                .map_or("", |x| x.1)
+                .split_whitespace()
+                .collect();
+            let zombie = rest.first() == Some(&"Z");
+            if zombie && Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+            let why = if zombie {
+                format!(
+                    "a zombie its parent {} has not reaped: reap it (or end its parent)",
+                    rest.get(1).unwrap_or(&"?")
+                )
+            } else {
+                "stop it".into()
+            };
             return Err(RestoreError::Unsupported(format!(
-                "pid {} is taken by {:?} now: stop it, or restore into a new pid namespace (--pidns, not supported yet)",
-                t.pid,
-                comm.trim()
+                "pid {} is taken by {comm:?} now, {why}; or restore into a new pid namespace (--pidns, not supported yet)",
+                t.pid
             )));
         }
     }

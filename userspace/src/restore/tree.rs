@@ -201,7 +201,9 @@ impl<'a> Tree<'a> {
                 {
                     return Err(RestoreError::Plan(format!("plan step \"{s}\": not a pipe")));
                 }
-                files::pipe(self.by(s)?, ends, *fds, self.tmp)?;
+                let ino = ends.iter().flatten().map(|f| f.ino).next();
+                let held = self.img.inventory.pipes.iter().find(|p| Some(p.ino) == ino);
+                files::pipe(self.by(s)?, ends, *fds, self.tmp, held)?;
             }
             Op::Socketpair { .. } => {
                 return Err(RestoreError::Unsupported(format!(
