@@ -137,12 +137,101 @@ pub fn pipe(out: &str) -> ! {
     }
 }
 
+/// Word `i` of the memory workload's heap pattern.
+fn word(i: usize) -> u64 {
+    (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5555_0000_aaaa_ffff
+}
+
+/// Memory to find again byte for byte: a `mib` MiB heap filled with a
+/// pattern, and a private mapping of `file` (made here, 4 pages of 'f')
+/// whose second page it overwrites with 'm'. Every 20 ms it checks all of
+/// it and writes `ok N` to `out` (N counting up), or `BAD ...` and exits.
+pub fn memory(out: &str, file: &str, mib: usize) -> ! {
+    // SAFETY: plain system calls on this process.
+    unsafe {
+        libc::setsid();
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+    let page = 4096;
+    std::fs::write(file, vec![b'f'; 4 * page]).unwrap_or_else(|_| std::process::exit(1));
+    let f = std::fs::File::open(file).unwrap_or_else(|_| std::process::exit(1));
+    // SAFETY: a fresh private mapping of the file.
+    let m = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4 * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+        )
+    };
+    if m == libc::MAP_FAILED {
+        std::process::exit(1);
+    }
+    drop(f);
+    // SAFETY: the mapping is 4 pages, writable.
+    let map = unsafe { std::slice::from_raw_parts_mut(m as *mut u8, 4 * page) };
+    map[page..2 * page].fill(b'm');
+    let n = mib << 17;
+    let heap: Vec<u64> = (0..n).map(word).collect();
+    let mut out = std::fs::File::create(out).unwrap_or_else(|_| std::process::exit(1));
+    for round in 1u64.. {
+        if let Some(i) = (0..n).find(|&i| heap[i] != word(i)) {
+            let _ = writeln!(out, "BAD heap word {i}");
+            std::process::exit(1);
+        }
+        for (p, want) in [(0, b'f'), (1, b'm'), (2, b'f'), (3, b'f')] {
+            if map[p * page..(p + 1) * page].iter().any(|&b| b != want) {
+                let _ = writeln!(out, "BAD mapping page {p}");
+                std::process::exit(1);
+            }
+        }
+        let _ = writeln!(out, "ok {round}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unreachable!()
+}
+
+/// A forked tree sharing memory copy-on-write: the root fills a `mib`
+/// MiB heap with the pattern, then forks 3 children; each of the four
+/// checks the heap every 20 ms (reading only, so the pages stay shared)
+/// and writes `ok N` to `dir/NAME`.
+pub fn forked(dir: &str, mib: usize) -> ! {
+    // SAFETY: plain system calls on this process.
+    unsafe {
+        libc::setsid();
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+    let n = mib << 17;
+    let heap: Vec<u64> = (0..n).map(word).collect();
+    let check = |name: String| -> ! {
+        let mut out = std::fs::File::create(name).unwrap_or_else(|_| std::process::exit(1));
+        for round in 1u64.. {
+            if let Some(i) = (0..n).find(|&i| heap[i] != word(i)) {
+                let _ = writeln!(out, "BAD heap word {i}");
+                std::process::exit(1);
+            }
+            let _ = writeln!(out, "ok {round}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        unreachable!()
+    };
+    for c in ["A", "B", "C"] {
+        let name = format!("{dir}/{c}");
+        fork(|| check(name));
+    }
+    check(format!("{dir}/R"))
+}
+
 /// Runs workload `name` with `args`. Never returns.
 pub fn run(name: &str, args: &[String]) -> ! {
     match (name, args) {
         ("counter", [out]) => counter(out),
         ("tree", [dir]) => tree(dir),
         ("pipe", [out]) => pipe(out),
+        ("memory", [out, file, mib]) => memory(out, file, mib.parse().unwrap_or(64)),
+        ("forked", [dir, mib]) => forked(dir, mib.parse().unwrap_or(32)),
         _ => {
             // SAFETY: fd 2 stays open for the process's life.
             let mut err = unsafe { std::fs::File::from_raw_fd(2) };

@@ -365,3 +365,157 @@ fn a_pipe_between_two_processes_keeps_its_bytes_proc_root() {
         pipe_round_trip("proc");
     }
 }
+
+fn status_kib(pid: i32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// A 64 MiB heap and a modified private file mapping come back byte for
+/// byte (the program checks them itself, forever), the file itself
+/// untouched, in no more resident memory than before the dump.
+fn memory_round_trip(collector: &str) {
+    let out = scratch(&format!("mem-{collector}"));
+    let file = scratch(&format!("mem-file-{collector}"));
+    let dir = scratch(&format!("img-mem-{collector}"));
+    let mut c = workload(&[
+        "memory",
+        out.to_str().unwrap(),
+        file.to_str().unwrap(),
+        "64",
+    ]);
+    let pid = c.id() as i32;
+    let oks = |p: &Path| {
+        let l = lines(p);
+        assert!(!l.iter().any(|x| x.starts_with("BAD")), "{l:?}");
+        l.len()
+    };
+    wait_for("the memory workload", || oks(&out) >= 2);
+    let rss = status_kib(pid, "VmRSS:");
+    let o = dumper(&[
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        dir.to_str().unwrap(),
+        "--collect",
+        collector,
+    ]);
+    ok(&o, "dump");
+    c.wait().unwrap();
+    let dumped = oks(&out);
+    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
+    ok(&o, "restore");
+    wait_for("the restored workload to check its memory", || {
+        oks(&out) >= dumped + 3
+    });
+    let after = status_kib(pid, "VmRSS:");
+    assert!(
+        after <= rss + rss / 10,
+        "resident {after} KiB after the restore, {rss} KiB before the dump"
+    );
+    let l = lines(&out);
+    assert_eq!(l.last().unwrap(), &format!("ok {}", l.len()));
+    let f = std::fs::read(&file).unwrap();
+    assert!(
+        f.iter().all(|&b| b == b'f'),
+        "the private mapping's writes reached the file"
+    );
+    // SAFETY: killing the restored workload.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn memory_comes_back_byte_for_byte_bpf_root() {
+    if root_or_skip("memory_comes_back_byte_for_byte_bpf_root") {
+        memory_round_trip("bpf");
+    }
+}
+
+#[test]
+fn memory_comes_back_byte_for_byte_proc_root() {
+    if root_or_skip("memory_comes_back_byte_for_byte_proc_root") {
+        memory_round_trip("proc");
+    }
+}
+
+fn pss_kib(pids: &[i32]) -> u64 {
+    pids.iter()
+        .map(|p| {
+            let s = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).unwrap();
+            s.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap()
+        })
+        .sum()
+}
+
+/// A forked tree whose four processes share a 32 MiB heap copy-on-write
+/// shares it again after the restore: the tree's proportional set size
+/// (PSS, each shared page counted once in all) is what it was.
+fn forked_round_trip(collector: &str) {
+    let out = scratch(&format!("forked-{collector}"));
+    std::fs::create_dir_all(&out).unwrap();
+    let dir = scratch(&format!("img-forked-{collector}"));
+    let mut c = workload(&["forked", out.to_str().unwrap(), "32"]);
+    let root = c.id() as i32;
+    let names = ["R", "A", "B", "C"];
+    let oks = |n: &str| {
+        let l = lines(&out.join(n));
+        assert!(!l.iter().any(|x| x.starts_with("BAD")), "{n}: {l:?}");
+        l.len()
+    };
+    wait_for("the forked tree", || names.iter().all(|n| oks(n) >= 2));
+    let pids = tree_pids(root);
+    assert_eq!(pids.len(), 4);
+    let before = pss_kib(&pids);
+    let o = dumper(&[
+        "dump",
+        "-t",
+        &root.to_string(),
+        "-D",
+        dir.to_str().unwrap(),
+        "--collect",
+        collector,
+    ]);
+    ok(&o, "dump");
+    c.wait().unwrap();
+    let dumped: Vec<usize> = names.iter().map(|n| oks(n)).collect();
+    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
+    ok(&o, "restore");
+    wait_for("the restored tree to check its memory", || {
+        names.iter().zip(&dumped).all(|(n, d)| oks(n) >= d + 2)
+    });
+    let after = pss_kib(&pids);
+    assert!(
+        after <= before + before / 10,
+        "the tree's PSS is {after} KiB after the restore, {before} KiB before the dump"
+    );
+    for p in &pids {
+        // SAFETY: killing the restored tree.
+        unsafe { libc::kill(*p, libc::SIGKILL) };
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn a_forked_tree_shares_its_memory_again_bpf_root() {
+    if root_or_skip("a_forked_tree_shares_its_memory_again_bpf_root") {
+        forked_round_trip("bpf");
+    }
+}
+
+#[test]
+fn a_forked_tree_shares_its_memory_again_proc_root() {
+    if root_or_skip("a_forked_tree_shares_its_memory_again_proc_root") {
+        forked_round_trip("proc");
+    }
+}

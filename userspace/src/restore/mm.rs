@@ -121,8 +121,42 @@ const ADVICE: [(&str, i32); 8] = [
     ("mg", libc::MADV_MERGEABLE),
 ];
 
+/// Whether two dumped mappings are the same mapping (a fork's copy).
+fn same_vma(a: &Vma, b: &Vma) -> bool {
+    (
+        a.start, a.end, a.prot, a.shared, a.flags, a.pgoff, a.dev, a.ino, &a.path,
+    ) == (
+        b.start, b.end, b.prot, b.shared, b.flags, b.pgoff, b.dev, b.ino, &b.path,
+    )
+}
+
+/// Page address → page of pages.img, for one process.
+fn page_map(img: &Image, pid: i32) -> BTreeMap<u64, u64> {
+    let mut m = BTreeMap::new();
+    if let Some(pp) = img.memory.processes.iter().find(|p| p.pid == pid) {
+        for r in &pp.ranges {
+            for i in 0..r.pages {
+                m.insert(r.addr + i * tracee::PAGE, r.at + i);
+            }
+        }
+    }
+    m
+}
+
 /// Replaces the address space of `tr` with `task`'s; the pages written.
-pub fn restore(tr: &Tracee, task: &Task, img: &Image) -> Result<u64, RestoreError> {
+///
+/// `inherited` is the dumped process whose restored memory `tr` has now
+/// (the one that created it, as a copy of itself). Mappings the two have
+/// alike are kept, and of their pages only those that differ are written
+/// (or dropped, where `task` had none): the rest stay shared
+/// copy-on-write, as they were in the dumped tree, where the dump saved
+/// them once.
+pub fn restore(
+    tr: &Tracee,
+    task: &Task,
+    img: &Image,
+    inherited: Option<&Task>,
+) -> Result<u64, RestoreError> {
     let pid = tr.pid;
     let hole = tr.hole();
     // dumper's rseq area goes with its memory: unregister it first (the
@@ -137,7 +171,16 @@ pub fn restore(tr: &Tracee, task: &Task, img: &Image) -> Result<u64, RestoreErro
         }
     }
     let now = current_maps(pid)?;
+    let kept: Vec<&Vma> = match inherited {
+        Some(from) => task
+            .vmas
+            .iter()
+            .filter(|v| special(v).is_none() && from.vmas.iter().any(|w| same_vma(v, w)))
+            .collect(),
+        None => vec![],
+    };
     let mut keep: Vec<(u64, u64)> = vec![(hole, hole + HOLE_LEN)];
+    keep.extend(kept.iter().map(|v| (v.start, v.end)));
     let cur_special: BTreeMap<&str, (u64, u64)> = now
         .iter()
         .filter(|m| SPECIAL.contains(&m.2.as_str()))
@@ -224,7 +267,11 @@ pub fn restore(tr: &Tracee, task: &Task, img: &Image) -> Result<u64, RestoreErro
 
     // Files first, each opened once (fd numbers are known only after).
     let mut paths: Vec<(&str, bool)> = vec![];
-    for v in task.vmas.iter().filter(|v| is_file(v)) {
+    for v in task
+        .vmas
+        .iter()
+        .filter(|v| is_file(v) && !kept.iter().any(|k| k.start == v.start))
+    {
         let rw = v.shared && (v.prot.write || v.flags.has("mw"));
         let p = v.path.as_deref().unwrap();
         match paths.iter_mut().find(|(q, _)| *q == p) {
@@ -263,7 +310,7 @@ pub fn restore(tr: &Tracee, task: &Task, img: &Image) -> Result<u64, RestoreErro
     }
     let mut b = tr.batch();
     for v in &task.vmas {
-        if special(v).is_some() {
+        if special(v).is_some() || kept.iter().any(|k| k.start == v.start) {
             continue;
         }
         if !b.fits(2 + ADVICE.len(), 0) {
@@ -334,14 +381,54 @@ pub fn restore(tr: &Tracee, task: &Task, img: &Image) -> Result<u64, RestoreErro
     flush(tr, &mut b)?;
 
     // The pages, through /proc/PID/mem (which writes whatever the
-    // protection, as the kernel's copy-on-write for a debugger).
+    // protection, as the kernel's copy-on-write for a debugger): in kept
+    // mappings only those that differ from the inherited ones.
+    let mine = page_map(img, task.pid);
+    let theirs = inherited.map(|f| page_map(img, f.pid)).unwrap_or_default();
+    let in_kept = |a: u64| kept.iter().any(|k| (k.start..k.end).contains(&a));
     let mut pages = 0;
-    if let Some(pp) = img.memory.processes.iter().find(|p| p.pid == task.pid) {
-        for r in &pp.ranges {
-            tr.write(r.addr, crate::image::show::range_bytes(img, r))?;
-            pages += r.pages;
+    let mut run: Option<(u64, u64, u64)> = None; // (addr, first slot, pages)
+    let flush_run = |r: (u64, u64, u64)| {
+        let bytes =
+            &img.pages[(r.1 * tracee::PAGE) as usize..((r.1 + r.2) * tracee::PAGE) as usize];
+        tr.write(r.0, bytes)
+    };
+    for (&a, &slot) in &mine {
+        if in_kept(a) && theirs.get(&a) == Some(&slot) {
+            continue;
         }
+        pages += 1;
+        run = match run {
+            Some((ra, rs, n)) if ra + n * tracee::PAGE == a && rs + n == slot => {
+                Some((ra, rs, n + 1))
+            }
+            Some(r) => {
+                flush_run(r)?;
+                Some((a, slot, 1))
+            }
+            None => Some((a, slot, 1)),
+        };
     }
+    if let Some(r) = run {
+        flush_run(r)?;
+    }
+    // Pages the creator had and this process did not: back to zero (or
+    // to the file, in a private file mapping).
+    let mut b = tr.batch();
+    for &a in theirs
+        .keys()
+        .filter(|a| in_kept(**a) && !mine.contains_key(a))
+    {
+        if !b.fits(1, 0) {
+            flush(tr, &mut b)?;
+        }
+        b.call(
+            "madvise MADV_DONTNEED",
+            libc::SYS_madvise,
+            &[a, tracee::PAGE, libc::MADV_DONTNEED as u64],
+        );
+    }
+    flush(tr, &mut b)?;
 
     let mm = task.detail.as_ref().and_then(|d| d.mm.as_ref()).unwrap();
     let mut b = tr.batch();

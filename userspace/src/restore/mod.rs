@@ -7,10 +7,12 @@
 //!    setsid, setpgid, open, pipe, dup2 and exit runs as a system call
 //!    inside the process the plan names, each process a copy of dumper
 //!    traced from birth (`tracee.rs`).
-//! 3. Each live process then becomes what it was (`mm.rs`, `task.rs`):
-//!    dumper's address space is replaced with the dumped one, then its
-//!    state, then its registers, at the exit of the system call that
-//!    unmaps the last of dumper's code.
+//!    Each live process gets its dumped address space as soon as it
+//!    exists (`mm.rs`), before it creates any other: its children start
+//!    as copies of it and keep what they share with it, copy-on-write.
+//! 3. Each live process then gets the rest of its state (`task.rs`), and
+//!    its registers at the exit of the system call that unmaps the last
+//!    of dumper's code.
 //! 4. All are released at once.
 //!
 //! Any error kills everything created so far ([`Created`]), and so does
@@ -229,7 +231,7 @@ pub fn restore(o: &Options) -> Result<Report, RestoreError> {
     for s in &plan.steps {
         t.step(s, &mut created)?;
     }
-    let tree_ns = ns(tt.elapsed());
+    let tree_ns = ns(tt.elapsed()) - t.memory_ns;
     log_info!("tree built in {} us", tree_ns / 1000);
 
     let mut report = Report {
@@ -237,6 +239,8 @@ pub fn restore(o: &Options) -> Result<Report, RestoreError> {
         helpers: plan.helpers.len(),
         steps: plan.steps.len(),
         tree_ns,
+        memory_ns: t.memory_ns,
+        pages_written: t.pages_written,
         ..Default::default()
     };
     let mut live = vec![];
@@ -248,9 +252,6 @@ pub fn restore(o: &Options) -> Result<Report, RestoreError> {
         let tr = t
             .take(task.pid)
             .ok_or_else(|| RestoreError::Plan(format!("the plan left no process {}", task.pid)))?;
-        let tm = Instant::now();
-        report.pages_written += mm::restore(&tr, task, &img)?;
-        report.memory_ns += ns(tm.elapsed());
         let ts = Instant::now();
         task::restore(&tr, task, &img)?;
         report.state_ns += ns(ts.elapsed());

@@ -19,6 +19,11 @@ pub struct Tree<'a> {
     descs: HashMap<String, &'a Fd>,
     /// An fd number above every dumped one, for moving fds about.
     tmp: u32,
+    /// Whose restored memory each process has (a copy of its creator's):
+    /// None for dumper's own.
+    mem_of: HashMap<i32, Option<i32>>,
+    pub pages_written: u64,
+    pub memory_ns: u64,
 }
 
 const CLONE_FILES: u64 = libc::CLONE_FILES as u64;
@@ -40,6 +45,9 @@ impl<'a> Tree<'a> {
             procs: BTreeMap::new(),
             descs,
             tmp: top + 1,
+            mem_of: HashMap::new(),
+            pages_written: 0,
+            memory_ns: 0,
         }
     }
 
@@ -97,6 +105,25 @@ impl<'a> Tree<'a> {
                     created.pids.push(*pid);
                     t
                 };
+                let from = if s.by == 1 {
+                    None
+                } else {
+                    self.mem_of.get(&s.by).copied().flatten()
+                };
+                // A live process gets its memory at once, before it
+                // creates anything: its children then inherit it, shared
+                // copy-on-write as in the dumped tree.
+                let mine = match self.task(*pid).filter(|t| t.state != "Z") {
+                    Some(task) => {
+                        let t0 = std::time::Instant::now();
+                        let inherited = from.and_then(|f| self.task(f));
+                        self.pages_written += super::mm::restore(&t, task, self.img, inherited)?;
+                        self.memory_ns += t0.elapsed().as_nanos() as u64;
+                        Some(*pid)
+                    }
+                    None => from,
+                };
+                self.mem_of.insert(*pid, mine);
                 self.procs.insert(*pid, t);
             }
             Op::Setsid => {
