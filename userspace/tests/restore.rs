@@ -11,6 +11,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Kills these processes when dropped, so that a failing test leaves no
+/// restored tree running.
+struct Kill(Vec<i32>);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        for &p in &self.0 {
+            // SAFETY: killing a process the test restored.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+    }
+}
+
 fn dumper(args: &[&str]) -> Output {
     Command::new(exe()).args(args).output().unwrap()
 }
@@ -148,6 +161,7 @@ fn counter_round_trip(collector: &str) {
     );
 
     let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach", "--json"]);
+    let _kill = Kill(vec![pid]);
     ok(&o, "restore");
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["root"], pid);
@@ -169,8 +183,7 @@ fn counter_round_trip(collector: &str) {
     let ((bv, bf), (av, af)) = (shape(b), shape(a));
     assert_eq!(av, bv, "mappings after the restore");
     assert_eq!(af, bf, "fds after the restore");
-    // SAFETY: killing the restored counter.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    drop(_kill);
     wait_for("the restored counter to die", || !alive(pid));
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&out);
@@ -257,6 +270,7 @@ fn tree_round_trip(collector: &str) {
     let dumped: Vec<u64> = names.iter().map(|n| consecutive(&out.join(n))).collect();
 
     let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
+    let _kill = Kill(before.iter().map(|b| b.0).collect());
     ok(&o, "restore");
     wait_for("the restored counters", || {
         names
@@ -286,10 +300,6 @@ fn tree_round_trip(collector: &str) {
     for n in names {
         consecutive(&out.join(n));
     }
-    for (p, _) in &before {
-        // SAFETY: killing the restored tree.
-        unsafe { libc::kill(*p, libc::SIGKILL) };
-    }
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&out);
 }
@@ -317,6 +327,7 @@ fn pipe_round_trip(collector: &str) {
     let mut c = workload(&["pipe", out.to_str().unwrap()]);
     let root = c.id() as i32;
     wait_for("the reader", || lines(&out).len() >= 50);
+    let pids = tree_pids(root);
     let o = dumper(&[
         "dump",
         "-t",
@@ -338,16 +349,13 @@ fn pipe_round_trip(collector: &str) {
     );
     let dumped = consecutive(&out);
     let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
+    let _kill = Kill(pids);
     ok(&o, "restore");
     wait_for("the reader to read on", || {
         lines(&out).len() as u64 >= dumped + 100
     });
     let n = consecutive(&out);
     assert!(n >= dumped + 100);
-    for p in tree_pids(root) {
-        // SAFETY: killing the restored tree.
-        unsafe { libc::kill(p, libc::SIGKILL) };
-    }
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&out);
 }
@@ -408,6 +416,7 @@ fn memory_round_trip(collector: &str) {
     c.wait().unwrap();
     let dumped = oks(&out);
     let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
+    let _kill = Kill(vec![pid]);
     ok(&o, "restore");
     wait_for("the restored workload to check its memory", || {
         oks(&out) >= dumped + 3
@@ -424,8 +433,6 @@ fn memory_round_trip(collector: &str) {
         f.iter().all(|&b| b == b'f'),
         "the private mapping's writes reached the file"
     );
-    // SAFETY: killing the restored workload.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&out);
     let _ = std::fs::remove_file(&file);
@@ -489,6 +496,7 @@ fn forked_round_trip(collector: &str) {
     c.wait().unwrap();
     let dumped: Vec<usize> = names.iter().map(|n| oks(n)).collect();
     let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
+    let _kill = Kill(pids.clone());
     ok(&o, "restore");
     wait_for("the restored tree to check its memory", || {
         names.iter().zip(&dumped).all(|(n, d)| oks(n) >= d + 2)
@@ -498,10 +506,6 @@ fn forked_round_trip(collector: &str) {
         after <= before + before / 10,
         "the tree's PSS is {after} KiB after the restore, {before} KiB before the dump"
     );
-    for p in &pids {
-        // SAFETY: killing the restored tree.
-        unsafe { libc::kill(*p, libc::SIGKILL) };
-    }
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&out);
 }
@@ -518,4 +522,238 @@ fn a_forked_tree_shares_its_memory_again_proc_root() {
     if root_or_skip("a_forked_tree_shares_its_memory_again_proc_root") {
         forked_round_trip("proc");
     }
+}
+
+fn error_line(o: &Output) -> String {
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "succeeded: {e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "not one line: {e}");
+    assert!(!e.contains("panicked"), "{e}");
+    e
+}
+
+/// A dumped tree (the `tree` workload), dead, its image in `dir`: its pids.
+fn dumped_tree(name: &str) -> (PathBuf, PathBuf, Vec<i32>) {
+    let out = scratch(&format!("{name}-out"));
+    std::fs::create_dir_all(&out).unwrap();
+    let dir = scratch(&format!("{name}-img"));
+    let mut c = workload(&["tree", out.to_str().unwrap()]);
+    let root = c.id() as i32;
+    wait_for("the tree's counters", || {
+        ["R", "A", "B", "C", "D"]
+            .iter()
+            .all(|n| lines(&out.join(n)).len() >= 5)
+    });
+    let pids = tree_pids(root);
+    let o = dumper(&["dump", "-t", &root.to_string(), "-D", dir.to_str().unwrap()]);
+    ok(&o, "dump");
+    c.wait().unwrap();
+    wait_for("the dumped tree to be reaped", || {
+        pids.iter().all(|p| ids(*p).is_none())
+    });
+    (out, dir, pids)
+}
+
+/// Restores that cannot be done are refused in one line naming what is
+/// wrong, before anything is created: a pid that is taken, a file that
+/// changed since the dump, a corrupt image, a missing directory.
+#[test]
+fn restores_that_cannot_be_done_are_refused_in_one_line_root() {
+    if !root_or_skip("restores_that_cannot_be_done_are_refused_in_one_line_root") {
+        return;
+    }
+    let (out, dir, pids) = dumped_tree("refuse");
+    let d = dir.to_str().unwrap();
+
+    // The pids taken: by a first restore of the same image.
+    let root = pids[0];
+    let o = dumper(&["restore", "-D", d, "--detach"]);
+    ok(&o, "first restore");
+    let first = Kill(pids.clone());
+    let e = error_line(&dumper(&["restore", "-D", d, "--detach"]));
+    assert!(e.contains(&format!("pid {root} is taken")), "{e}");
+    drop(first);
+    wait_for("the restored tree to be reaped", || {
+        pids.iter().all(|p| ids(*p).is_none())
+    });
+
+    // A file replaced since the dump (another inode at the path).
+    let a = out.join("A");
+    std::fs::remove_file(&a).unwrap();
+    std::fs::write(&a, "new\n").unwrap();
+    let e = error_line(&dumper(&["restore", "-D", d]));
+    assert!(
+        e.contains(a.to_str().unwrap()) && e.contains("another file"),
+        "{e}"
+    );
+    std::fs::remove_file(&a).unwrap();
+    let e = error_line(&dumper(&["restore", "-D", d]));
+    assert!(
+        e.contains(a.to_str().unwrap()) && e.contains("No such file"),
+        "{e}"
+    );
+    assert!(
+        pids.iter().all(|p| ids(*p).is_none()),
+        "a refused restore created processes"
+    );
+
+    // A corrupt image.
+    let inv = dir.join("inventory.img");
+    let mut b = std::fs::read(&inv).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0xff;
+    std::fs::write(&inv, &b).unwrap();
+    let e = error_line(&dumper(&["restore", "-D", d]));
+    assert!(e.contains("inventory.img") && e.contains("checksum"), "{e}");
+    let e = error_line(&dumper(&["restore", "-D", "/nonexistent/dumper-images"]));
+    assert!(e.contains("no such image directory"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// A restore that fails half-way, or whose dumper is killed half-way,
+/// leaves none of the processes it created.
+#[test]
+fn a_restore_that_fails_half_way_leaves_nothing_root() {
+    if !root_or_skip("a_restore_that_fails_half_way_leaves_nothing_root") {
+        return;
+    }
+    let (out, dir, pids) = dumped_tree("halfway");
+    let d = dir.to_str().unwrap();
+    let gone = || pids.iter().all(|p| ids(*p).is_none_or(|i| i.3 == 'Z'));
+    // Step 6: after the root, its session and some children exist.
+    let o = Command::new(exe())
+        .args(["restore", "-D", d])
+        .env("DUMPER_FAULT", "fail:6")
+        .output()
+        .unwrap();
+    let e = error_line(&o);
+    assert!(
+        e.contains("DUMPER_FAULT") && !e.contains("with 0 processes"),
+        "{e}"
+    );
+    wait_for("the half-restored processes to go", || {
+        pids.iter().all(|p| ids(*p).is_none())
+    });
+
+    let mut r = Command::new(exe())
+        .args(["restore", "-D", d])
+        .env("DUMPER_FAULT", "hang:6")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(r.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.contains("hanging"), "{line}");
+    assert!(
+        pids.iter().any(|p| ids(*p).is_some()),
+        "nothing was created before step 6"
+    );
+    r.kill().unwrap();
+    r.wait().unwrap();
+    wait_for("the half-restored processes to die with dumper", &gone);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// An interpreter in the middle of a loop: python3 counts into a file
+/// and, restored, counts on.
+fn python_round_trip(collector: &str) {
+    use std::os::unix::process::CommandExt;
+    let out = scratch(&format!("py-{collector}"));
+    let dir = scratch(&format!("img-py-{collector}"));
+    let prog = "import sys, time\n\
+                f = open(sys.argv[1], 'w')\n\
+                i = 0\n\
+                while True:\n    i += 1\n    f.write('%d\\n' % i)\n    f.flush()\n    time.sleep(0.005)\n";
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", prog, out.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: setsid between fork and exec: its own session, so the tree
+    // owns its session and group.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut c = cmd.spawn().expect("python3");
+    let pid = c.id() as i32;
+    wait_for("python to count", || lines(&out).len() >= 20);
+    let o = dumper(&[
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        dir.to_str().unwrap(),
+        "--collect",
+        collector,
+    ]);
+    ok(&o, "dump");
+    c.wait().unwrap();
+    let dumped = consecutive(&out);
+    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
+    let _kill = Kill(vec![pid]);
+    ok(&o, "restore");
+    wait_for("python to count on", || {
+        lines(&out).len() as u64 >= dumped + 20
+    });
+    consecutive(&out);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&out);
+}
+
+#[test]
+fn python_counts_on_in_its_loop_bpf_root() {
+    if root_or_skip("python_counts_on_in_its_loop_bpf_root") {
+        python_round_trip("bpf");
+    }
+}
+
+#[test]
+fn python_counts_on_in_its_loop_proc_root() {
+    if root_or_skip("python_counts_on_in_its_loop_proc_root") {
+        python_round_trip("proc");
+    }
+}
+
+/// Without --detach, dumper waits for the restored root and exits with
+/// its status, as the root's parent would see it (128 + a signal's
+/// number when a signal ended it).
+#[test]
+fn restore_waits_for_its_root_and_passes_on_its_status_root() {
+    if !root_or_skip("restore_waits_for_its_root_and_passes_on_its_status_root") {
+        return;
+    }
+    let out = scratch("wait-count");
+    let dir = scratch("wait-img");
+    let mut c = workload(&["counter", out.to_str().unwrap()]);
+    let pid = c.id() as i32;
+    wait_for("the counter", || lines(&out).len() >= 5);
+    ok(
+        &dumper(&["dump", "-t", &pid.to_string(), "-D", dir.to_str().unwrap()]),
+        "dump",
+    );
+    c.wait().unwrap();
+    let mut r = Command::new(exe())
+        .args(["restore", "-D", dir.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _kill = Kill(vec![pid]);
+    let n = lines(&out).len();
+    wait_for("the restored counter", || lines(&out).len() >= n + 5);
+    assert!(
+        r.try_wait().unwrap().is_none(),
+        "restore returned while its root ran"
+    );
+    // SAFETY: ending the restored root.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let st = r.wait().unwrap();
+    assert_eq!(st.code(), Some(128 + libc::SIGTERM));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&out);
 }

@@ -131,10 +131,7 @@ fn taken(tasks: &[Task]) -> Result<(), RestoreError> {
     let deadline = Instant::now() + std::time::Duration::from_secs(2);
     for t in tasks {
         let p = format!("/proc/{}", t.pid);
-        loop {
-            let Ok(stat) = std::fs::read_to_string(format!("{p}/stat")) else {
-                break;
-            };
+        while let Ok(stat) = std::fs::read_to_string(format!("{p}/stat")) {
             let comm = stat
                 .split_once(" (")
                 .and_then(|(_, r)| r.rsplit_once(')'))
@@ -199,6 +196,39 @@ impl Drop for Created {
     }
 }
 
+/// Fault injection for the failure tests: `DUMPER_FAULT=fail:N` makes the
+/// restore fail before plan step N, `DUMPER_FAULT=hang:N` stops it there
+/// for good (to be killed), saying so on stderr.
+struct Fault(Option<(bool, usize)>);
+
+impl Fault {
+    fn from_env() -> Fault {
+        let v = std::env::var("DUMPER_FAULT").unwrap_or_default();
+        let parse = |p: &str| v.strip_prefix(p).and_then(|n| n.parse().ok());
+        Fault(
+            parse("fail:")
+                .map(|n| (false, n))
+                .or_else(|| parse("hang:").map(|n| (true, n))),
+        )
+    }
+
+    fn at(&self, step: usize, created: &Created) -> Result<(), RestoreError> {
+        match self.0 {
+            Some((false, n)) if n == step => Err(RestoreError::Plan(format!(
+                "DUMPER_FAULT: failing before plan step {step}, with {} processes created",
+                created.pids.len()
+            ))),
+            Some((true, n)) if n == step => {
+                eprintln!("dumper: DUMPER_FAULT: hanging before plan step {step}");
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Restores the image in `o.dir`.
 pub fn restore(o: &Options) -> Result<Report, RestoreError> {
     let t0 = Instant::now();
@@ -227,8 +257,10 @@ pub fn restore(o: &Options) -> Result<Report, RestoreError> {
     created.hole = Some(hole);
 
     let tt = Instant::now();
-    let mut t = tree::Tree::new(&img, hole);
-    for s in &plan.steps {
+    let mut t = tree::Tree::new(&img, hole, &plan.steps);
+    let fault = Fault::from_env();
+    for (i, s) in plan.steps.iter().enumerate() {
+        fault.at(i, &created)?;
         t.step(s, &mut created)?;
     }
     let tree_ns = ns(tt.elapsed()) - t.memory_ns;

@@ -30,9 +30,21 @@ const CLONE_FILES: u64 = libc::CLONE_FILES as u64;
 const CLONE_PARENT: u64 = libc::CLONE_PARENT as u64;
 
 impl<'a> Tree<'a> {
-    pub fn new(img: &'a Image, hole: u64) -> Tree<'a> {
+    pub fn new(img: &'a Image, hole: u64, steps: &[Step]) -> Tree<'a> {
         let mut descs = HashMap::new();
-        let mut top = 0;
+        // Above every fd of the image and of the plan (which places ends
+        // no dumped fd holds above the dumped ones).
+        let mut top = steps
+            .iter()
+            .map(|s| match &s.op {
+                Op::Open { fd, .. } | Op::Close { fd } => *fd,
+                Op::Pipe { fds, .. } | Op::Socketpair { fds, .. } => fds[0].max(fds[1]),
+                Op::Dup2 { from, to } => *from.max(to),
+                Op::SendFd { fd, as_fd, .. } => *fd.max(as_fd),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
         for t in &img.inventory.snapshot.tasks {
             for f in &t.fds {
                 descs.entry(format!("f{}", f.file_id)).or_insert(f);
