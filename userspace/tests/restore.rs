@@ -577,17 +577,19 @@ fn restores_that_cannot_be_done_are_refused_in_one_line_root() {
         pids.iter().all(|p| ids(*p).is_none())
     });
 
-    // A file replaced since the dump (another inode at the path).
+    // A file replaced since the dump (another inode at the path: made
+    // before the old one goes, so it cannot reuse its number).
     let a = out.join("A");
-    std::fs::remove_file(&a).unwrap();
-    std::fs::write(&a, "new\n").unwrap();
-    let e = error_line(&dumper(&["restore", "-D", d]));
+    let new = out.join("A.new");
+    std::fs::write(&new, "new\n").unwrap();
+    std::fs::rename(&new, &a).unwrap();
+    let e = error_line(&dumper(&["restore", "-D", d, "--detach"]));
     assert!(
         e.contains(a.to_str().unwrap()) && e.contains("another file"),
         "{e}"
     );
     std::fs::remove_file(&a).unwrap();
-    let e = error_line(&dumper(&["restore", "-D", d]));
+    let e = error_line(&dumper(&["restore", "-D", d, "--detach"]));
     assert!(
         e.contains(a.to_str().unwrap()) && e.contains("No such file"),
         "{e}"
@@ -603,7 +605,7 @@ fn restores_that_cannot_be_done_are_refused_in_one_line_root() {
     let mid = b.len() / 2;
     b[mid] ^= 0xff;
     std::fs::write(&inv, &b).unwrap();
-    let e = error_line(&dumper(&["restore", "-D", d]));
+    let e = error_line(&dumper(&["restore", "-D", d, "--detach"]));
     assert!(e.contains("inventory.img") && e.contains("checksum"), "{e}");
     let e = error_line(&dumper(&["restore", "-D", "/nonexistent/dumper-images"]));
     assert!(e.contains("no such image directory"), "{e}");

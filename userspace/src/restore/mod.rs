@@ -26,7 +26,7 @@ pub mod tree;
 
 use crate::image::read::Image;
 use crate::image::ImageError;
-use crate::model::Task;
+use crate::model::{FileType, Snapshot, Task};
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
@@ -44,6 +44,8 @@ pub enum RestoreError {
     Trace(#[from] TraceError),
     #[error("{0}")]
     Changed(String),
+    #[error("{0}")]
+    Verify(String),
 }
 
 pub struct Options<'a> {
@@ -66,6 +68,9 @@ pub struct Report {
     pub memory_ns: u64,
     /// Everything else per process, registers included.
     pub state_ns: u64,
+    /// Collecting the restored tree (still stopped) and comparing it with
+    /// the image.
+    pub verify_ns: u64,
     pub total_ns: u64,
     /// The root's wait status, when dumper waited for it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -196,6 +201,58 @@ impl Drop for Created {
     }
 }
 
+/// What a restored tree and its image may differ in: the root's parent
+/// is the restorer; pipes are new (new inodes); what a dump adds beyond
+/// the snapshot (detail) is not collected here.
+fn comparable(mut s: Snapshot, root: i32) -> Snapshot {
+    for t in &mut s.tasks {
+        t.detail = None;
+        if t.pid == root {
+            t.ppid = 0;
+        }
+        for f in &mut t.fds {
+            if f.kind == FileType::Pipe {
+                f.ino = 0;
+                f.path = "pipe:".into();
+            }
+        }
+    }
+    s.canonicalize();
+    s
+}
+
+/// The restored tree, stopped just before it runs, collected with the
+/// reference collector and compared with the image field by field: a
+/// restore that made something else fails (and kills it) rather than
+/// letting it run.
+fn verify(img: &Image) -> Result<(), RestoreError> {
+    let root = img.manifest.root;
+    let mut c = crate::collect::by_name("proc").map_err(|e| RestoreError::Verify(e.to_string()))?;
+    let got = c
+        .collect(crate::collect::Target::Tree(root))
+        .map_err(|e| RestoreError::Verify(format!("collecting the restored tree: {e}")))?;
+    let want = comparable(img.inventory.snapshot.clone(), root);
+    let ms = crate::compare::diff(&want, &comparable(got, root));
+    for m in &ms {
+        log_error!(
+            "restored tree differs: {}: image {} restored {}",
+            m.path,
+            m.values[0].to_string(),
+            m.values[1].to_string()
+        );
+    }
+    match ms.first() {
+        None => Ok(()),
+        Some(m) => Err(RestoreError::Verify(format!(
+            "the restored tree differs from the image in {} fields (all in the log), first {}: image {} restored {}",
+            ms.len(),
+            m.path,
+            m.values[0],
+            m.values[1]
+        ))),
+    }
+}
+
 /// Fault injection for the failure tests: `DUMPER_FAULT=fail:N` makes the
 /// restore fail before plan step N, `DUMPER_FAULT=hang:N` stops it there
 /// for good (to be killed), saying so on stderr.
@@ -290,6 +347,9 @@ pub fn restore(o: &Options) -> Result<Report, RestoreError> {
         live.push(tr);
     }
     report.processes = snap.tasks.len();
+    let tv = Instant::now();
+    verify(&img)?;
+    report.verify_ns = ns(tv.elapsed());
     // Everyone at once.
     for tr in &live {
         tr.release()?;

@@ -8,7 +8,7 @@ use super::tracee::{terr, Batch, TraceError, Tracee};
 use super::RestoreError;
 use crate::image::read::Image;
 use crate::image::NREGS;
-use crate::model::Task;
+use crate::model::{SigAction, Task};
 use crate::ptrace::SIGINFO_SIZE;
 
 fn run_all(tr: &Tracee, b: Batch) -> Result<(), TraceError> {
@@ -23,22 +23,7 @@ pub fn restore(tr: &Tracee, task: &Task, img: &Image) -> Result<(), RestoreError
     let d = task.detail.as_ref().unwrap();
     super::files::cloexec(tr, &task.fds)?;
 
-    // Every disposition: dumper's own (SIGPIPE ignored, its stack
-    // overflow handlers) must not survive.
-    let mut b = tr.batch();
-    for (i, a) in d.sigactions.iter().enumerate() {
-        let sig = i as u64 + 1;
-        if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
-            continue;
-        }
-        let mut k = [0u8; 32];
-        for (j, w) in [a.handler, a.flags, a.restorer, a.mask].iter().enumerate() {
-            k[j * 8..j * 8 + 8].copy_from_slice(&w.to_le_bytes());
-        }
-        let at = b.data(&k);
-        b.call("rt_sigaction", libc::SYS_rt_sigaction, &[sig, at, 0, 8]);
-    }
-    run_all(tr, b)?;
+    run_all(tr, sigactions(tr, &d.sigactions))?;
 
     let th = d.threads.iter().find(|t| t.tid == pid);
     let mut b = tr.batch();
@@ -147,6 +132,58 @@ pub fn restore(tr: &Tracee, task: &Task, img: &Image) -> Result<(), RestoreError
     let blocked = th.map_or(task.signals.blocked, |t| t.blocked);
     tr.finish(&regs, &ts.xstate, blocked)?;
     Ok(())
+}
+
+/// Every disposition, dumper's own (SIGPIPE ignored, its stack overflow
+/// handlers) replaced.
+pub fn sigactions(tr: &Tracee, acts: &[SigAction]) -> Batch {
+    let mut b = tr.batch();
+    for (i, a) in acts.iter().enumerate() {
+        let sig = i as u64 + 1;
+        if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
+            continue;
+        }
+        let mut k = [0u8; 32];
+        for (j, w) in [a.handler, a.flags, a.restorer, a.mask].iter().enumerate() {
+            k[j * 8..j * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        let at = b.data(&k);
+        b.call("rt_sigaction", libc::SYS_rt_sigaction, &[sig, at, 0, 8]);
+    }
+    b
+}
+
+/// A zombie's signal state as it died with it: dispositions and mask,
+/// set just before it exits.
+///
+/// A dump has no handler addresses for a zombie, only which signals it
+/// ignored and caught: ignored ones get SIG_IGN, caught ones a handler
+/// address that is never called (a zombie runs nothing), the rest SIG_DFL.
+pub fn before_exit(tr: &Tracee, task: &Task) -> Result<(), TraceError> {
+    let from_masks: Vec<SigAction> = (0..64)
+        .map(|i| SigAction {
+            handler: if task.signals.ignored & (1 << i) != 0 {
+                1
+            } else if task.signals.caught & (1 << i) != 0 {
+                tr.hole()
+            } else {
+                0
+            },
+            ..Default::default()
+        })
+        .collect();
+    let acts = match &task.detail {
+        Some(d) if !d.sigactions.is_empty() => &d.sigactions,
+        _ => &from_masks,
+    };
+    let mut b = sigactions(tr, acts);
+    let m = b.data(&task.signals.blocked.to_le_bytes());
+    b.call(
+        "rt_sigprocmask",
+        libc::SYS_rt_sigprocmask,
+        &[libc::SIG_SETMASK as u64, m, 0, 8],
+    );
+    tr.run(&b).map(|_| ())
 }
 
 /// uid, gid and groups, then capabilities, when they are not dumper's.

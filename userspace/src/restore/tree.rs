@@ -196,6 +196,9 @@ impl<'a> Tree<'a> {
                 } else {
                     (0, Some(status & 0x7f))
                 };
+                if let Some(z) = self.task(s.by).filter(|t| t.state == "Z") {
+                    super::task::before_exit(&t, z)?;
+                }
                 let ppid = parent_of(s.by).map_err(|e| terr(s.by, "reading its parent", e))?;
                 // SAFETY: a query.
                 let me = unsafe { libc::getpid() };
@@ -273,6 +276,7 @@ impl<'a> Tree<'a> {
                         RestoreError::Plan(format!("plan step \"{s}\": process {to} is not there"))
                     })?,
                     *as_fd,
+                    self.tmp,
                 )?;
             }
         }
@@ -293,15 +297,28 @@ fn parent_of(pid: i32) -> std::io::Result<i32> {
 
 /// Gives `to` a copy of fd `fd` of process `from` as `as_fd`: the
 /// receiver takes it itself with pidfd_getfd (the SCM_RIGHTS of the model,
-/// without a socket).
-fn send_fd(from: i32, fd: u32, to: &Tracee, as_fd: u32) -> Result<(), TraceError> {
-    let pidfd = to.call("pidfd_open", libc::SYS_pidfd_open, &[from as u64, 0])? as u64;
-    let got = to.call("pidfd_getfd", libc::SYS_pidfd_getfd, &[pidfd, fd as u64, 0])? as u64;
+/// without a socket). The pidfd is parked at `tmp` (it could take the
+/// very number the fd goes to), and close-on-exec, which pidfd_getfd
+/// sets, is cleared (the restored flags are set at the end).
+fn send_fd(from: i32, fd: u32, to: &Tracee, as_fd: u32, tmp: u32) -> Result<(), TraceError> {
+    let p = to.call("pidfd_open", libc::SYS_pidfd_open, &[from as u64, 0])? as u64;
+    let tmp = tmp as u64;
+    let mut b = to.batch();
+    b.call("dup2", libc::SYS_dup2, &[p, tmp]);
+    b.call("close", libc::SYS_close, &[p]);
+    to.run(&b)?;
+    let got = to.call("pidfd_getfd", libc::SYS_pidfd_getfd, &[tmp, fd as u64, 0])? as u64;
     let mut b = to.batch();
     if got != as_fd as u64 {
         b.call("dup2", libc::SYS_dup2, &[got, as_fd as u64]);
         b.call("close", libc::SYS_close, &[got]);
+    } else {
+        b.call(
+            "fcntl F_SETFD",
+            libc::SYS_fcntl,
+            &[got, libc::F_SETFD as u64, 0],
+        );
     }
-    b.call("close", libc::SYS_close, &[pidfd]);
+    b.call("close", libc::SYS_close, &[tmp]);
     to.run(&b).map(|_| ())
 }
