@@ -28,6 +28,7 @@ fn main() -> anyhow::Result<()> {
         vmas_per_process: 20,
         threads_per_process: 1,
         resident_kib: 0,
+        restorable: false,
     };
     let pop = Population::spawn(&bin.join("dumper-bench"), spec)?;
     let tmp = std::env::temp_dir().join(format!("dumper-log-e2e-{}", std::process::id()));

@@ -64,6 +64,19 @@ pub fn check(dir: &Path) -> Result<String> {
         "results.csv: a row without {n} columns"
     );
 
+    let restores: Vec<crate::restore::RestoreRow> = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("restore.json")).context("restore.json")?,
+    )
+    .context("restore.json rows")?;
+    ensure!(!restores.is_empty(), "restore.json has no restore");
+    ensure!(
+        restores.iter().all(|r| r.reps > 0
+            && r.processes > 0
+            && r.total_ns > 0
+            && r.wall_ns >= r.total_ns
+            && r.pages_written > 0),
+        "restore.json: a restore with no measurement"
+    );
     let dumps: Vec<crate::dump::DumpRow> =
         serde_json::from_str(&std::fs::read_to_string(dir.join("dump.json")).context("dump.json")?)
             .context("dump.json rows")?;

@@ -25,6 +25,7 @@ pub const SPECS: &[Spec] = &[
         vmas_per_process: 30,
         threads_per_process: 1,
         resident_kib: 0,
+        restorable: false,
     },
     Spec {
         processes: 500,
@@ -32,6 +33,7 @@ pub const SPECS: &[Spec] = &[
         vmas_per_process: 30,
         threads_per_process: 1,
         resident_kib: 0,
+        restorable: false,
     },
 ];
 
@@ -41,6 +43,7 @@ fn plan() -> Plan {
         sweeps: vec![],
         dump_trees: vec![],
         dump_reps: 0,
+        restore_trees: vec![],
         warm_budget_s: 1.0,
         min_reps: 5,
         max_reps: 50,

@@ -6,6 +6,7 @@
 //! - [`plan`]: the headline workload and the scaling sweeps;
 //! - [`measure`]: one collector on one population: wall-time histogram,
 //!   CPU, system calls (counted by a BPF program), bytes read;
+//! - [`dump`], [`restore`]: whole dumps and restores of populations;
 //! - [`report`]: JSON, CSV, markdown and SVG plots; [`check`] validates them.
 
 pub mod check;
@@ -16,4 +17,5 @@ pub mod plan;
 pub mod planner;
 pub mod plot;
 pub mod report;
+pub mod restore;
 pub mod workload;

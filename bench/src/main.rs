@@ -74,10 +74,22 @@ fn run(quick: bool, out: PathBuf) -> Result<()> {
     }
     bar.finish_and_clear();
     let dumps = dump_section(&plan, &exe, &out)?;
+    let restores = restore_section(&plan, &exe, &out)?;
     eprintln!("restore planner");
     let plans = dumper_bench::planner::measure(quick);
     let seconds = started.elapsed().as_secs_f64();
-    report::write(&out, &plan, &rows, &dumps, &plans, &skipped, seconds)?;
+    report::write(
+        &out,
+        &plan,
+        &rows,
+        report::Sections {
+            dumps: &dumps,
+            restores: &restores,
+            plans: &plans,
+        },
+        &skipped,
+        seconds,
+    )?;
     println!(
         "{}: {} rows in {seconds:.0} s; report {}",
         out.display(),
@@ -103,6 +115,30 @@ fn dump_section(plan: &Plan, exe: &std::path::Path, out: &std::path::Path) -> Re
                 &scratch,
             )?);
         }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(rows)
+}
+
+/// Dump-and-restore cycles of each restore tree; `dumper restore` is the
+/// dumper binary beside this one.
+fn restore_section(
+    plan: &Plan,
+    exe: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<Vec<dumper_bench::restore::RestoreRow>> {
+    let scratch = out.join("restore-scratch");
+    let dumper = exe.with_file_name("dumper");
+    let mut rows = vec![];
+    for &t in &plan.restore_trees {
+        eprintln!("restore: {}", dumper_bench::restore::tree_name(&t));
+        rows.push(dumper_bench::restore::measure(
+            exe,
+            &dumper,
+            t,
+            plan.dump_reps.min(3),
+            &scratch,
+        )?);
     }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(rows)
@@ -151,11 +187,26 @@ fn main() -> Result<()> {
                 .ok()
                 .and_then(|j| serde_json::from_str(&j).ok())
                 .unwrap_or_default();
+            let restores: Vec<dumper_bench::restore::RestoreRow> = std::fs::read_to_string(dir.join("restore.json"))
+                .ok()
+                .and_then(|j| serde_json::from_str(&j).ok())
+                .unwrap_or_default();
             let plans: Vec<dumper_bench::planner::PlanRow> = std::fs::read_to_string(dir.join("plan.json"))
                 .ok()
                 .and_then(|j| serde_json::from_str(&j).ok())
                 .unwrap_or_else(|| dumper_bench::planner::measure(quick));
-            report::write(&dir, &plan, &rows, &dumps, &plans, &skipped, seconds)?;
+            report::write(
+                &dir,
+                &plan,
+                &rows,
+                report::Sections {
+                    dumps: &dumps,
+                    restores: &restores,
+                    plans: &plans,
+                },
+                &skipped,
+                seconds,
+            )?;
             println!("{}", check::check(&dir)?);
             Ok(())
         }

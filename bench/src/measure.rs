@@ -49,6 +49,7 @@ impl Row {
             vmas_per_process: self.vmas_per_process,
             threads_per_process: self.threads_per_process,
             resident_kib: 0,
+            restorable: false,
         }
     }
 }

@@ -22,6 +22,7 @@ pub const HEADLINE: Spec = Spec {
     vmas_per_process: 30,
     threads_per_process: 1,
     resident_kib: 0,
+    restorable: false,
 };
 
 /// The tree the dump goal is about: state collection under 10% of the
@@ -32,6 +33,7 @@ pub const DUMP_GOAL: Spec = Spec {
     vmas_per_process: 50,
     threads_per_process: 1,
     resident_kib: 1024,
+    restorable: false,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +101,8 @@ pub struct Plan {
     /// Trees of the dump section, and dumps per tree and collector.
     pub dump_trees: Vec<DumpTree>,
     pub dump_reps: usize,
+    /// Trees of the restore section (dumped, then restored, each time).
+    pub restore_trees: Vec<Spec>,
     /// Warm repetitions: as many as fit in this many seconds, within bounds.
     pub warm_budget_s: f64,
     pub min_reps: u64,
@@ -116,6 +120,7 @@ impl Plan {
             vmas_per_process: 30,
             threads_per_process: 1,
             resident_kib: 0,
+            restorable: false,
         };
         let values: [(Dimension, &[usize]); 4] = if quick {
             [
@@ -154,6 +159,7 @@ impl Plan {
                     vmas_per_process: 20,
                     threads_per_process: 1,
                     resident_kib: 1024,
+                    restorable: false,
                 }),
                 DumpTree::ForkedPython(10),
             ]
@@ -165,10 +171,27 @@ impl Plan {
                 DumpTree::ForkedPython(100),
             ]
         };
+        // The restore goal: 100 × 50 × 50 with 1 MiB each, well
+        // under a second.
+        let restore_goal = Spec {
+            restorable: true,
+            ..DUMP_GOAL
+        };
+        let restore_trees = if quick {
+            vec![Spec {
+                processes: 20,
+                fds_per_process: 20,
+                vmas_per_process: 20,
+                ..restore_goal
+            }]
+        } else {
+            vec![restore_goal]
+        };
         Plan {
             quick,
             sweeps,
             dump_trees,
+            restore_trees,
             dump_reps: if quick { 2 } else { 5 },
             warm_budget_s: if quick { 0.25 } else { 3.0 },
             min_reps: if quick { 3 } else { 5 },

@@ -333,15 +333,26 @@ pub fn markdown(plan: &Plan, rows: &[Row], skipped: &[(String, String)], seconds
     out
 }
 
+/// The whole-operation sections of a report, beside the collection rows.
+pub struct Sections<'a> {
+    pub dumps: &'a [crate::dump::DumpRow],
+    pub restores: &'a [crate::restore::RestoreRow],
+    pub plans: &'a [crate::planner::PlanRow],
+}
+
 pub fn write(
     dir: &Path,
     plan: &Plan,
     rows: &[Row],
-    dumps: &[crate::dump::DumpRow],
-    plans: &[crate::planner::PlanRow],
+    sections: Sections,
     skipped: &[(String, String)],
     seconds: f64,
 ) -> anyhow::Result<()> {
+    let Sections {
+        dumps,
+        restores,
+        plans,
+    } = sections;
     std::fs::create_dir_all(dir)?;
     std::fs::write(
         dir.join("results.json"),
@@ -351,9 +362,14 @@ pub fn write(
     std::fs::write(dir.join("dump.json"), serde_json::to_string_pretty(dumps)?)?;
     std::fs::write(dir.join("plan.json"), serde_json::to_string_pretty(plans)?)?;
     std::fs::write(
+        dir.join("restore.json"),
+        serde_json::to_string_pretty(restores)?,
+    )?;
+    std::fs::write(
         dir.join("report.md"),
         markdown(plan, rows, skipped, seconds)
             + &crate::dump::markdown(dumps)
+            + &crate::restore::markdown(restores)
             + &crate::planner::markdown(plans),
     )?;
     for sw in &plan.sweeps {

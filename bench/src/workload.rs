@@ -23,6 +23,11 @@ pub struct Spec {
     /// measurements; 0 in the collection sweeps.
     #[serde(default)]
     pub resident_kib: usize,
+    /// Only fds a restore brings back (files, directories, pipes,
+    /// /dev/null), and the root leads its own session: the restore
+    /// measurements' trees.
+    #[serde(default)]
+    pub restorable: bool,
 }
 
 impl Spec {
@@ -33,6 +38,7 @@ impl Spec {
             self.vmas_per_process.to_string(),
             self.threads_per_process.to_string(),
             self.resident_kib.to_string(),
+            (self.restorable as u8).to_string(),
         ]
     }
 
@@ -44,6 +50,7 @@ impl Spec {
             vmas_per_process: n(2)?,
             threads_per_process: n(3)?,
             resident_kib: n(4).unwrap_or(0),
+            restorable: n(5).unwrap_or(0) == 1,
         })
     }
 }
@@ -73,6 +80,14 @@ impl Population {
             .and_then(|p| p.parse().ok())
             .ok_or_else(|| std::io::Error::other(format!("workload did not start: {line:?}")))?;
         Ok(Population { child, root, spec })
+    }
+}
+
+impl Population {
+    /// Waits for the root once something else (a dump) has killed it, so
+    /// its pid is free; Drop then kills whatever holds its group.
+    pub fn reap(&mut self) {
+        let _ = self.child.wait();
     }
 }
 
@@ -109,7 +124,7 @@ const DATA_PAGES: usize = 256;
 const INOTIFY_MEMBERS: usize = 64;
 
 /// Opens `n` fds, cycling through the fd types of the model.
-unsafe fn open_fds(n: usize, member: usize, dir: &CString, data: &CString) {
+unsafe fn open_fds(n: usize, member: usize, dir: &CString, data: &CString, restorable: bool) {
     let mut opened = 0;
     let mut k = 0usize;
     let mut last = -1;
@@ -120,8 +135,14 @@ unsafe fn open_fds(n: usize, member: usize, dir: &CString, data: &CString) {
     }
     while opened < n {
         let one = |fd: i64, what: &str| check(fd, what);
+        // The restorable mix: files, directories, pipes, /dev/null, dups.
+        let kind = if restorable {
+            [0, 1, 2, 10, 13][k % 5]
+        } else {
+            k % 14
+        };
         let fds: Vec<i32> = unsafe {
-            match k % 14 {
+            match kind {
                 0 => vec![one(
                     libc::open(data.as_ptr(), libc::O_RDONLY) as i64,
                     "open",
@@ -270,7 +291,7 @@ unsafe fn build(spec: Spec, member: usize, dir: &CString, data: &CString, ready:
         map_vmas(spec.vmas_per_process, data_fd);
         libc::close(data_fd);
         touch_memory(spec.resident_kib, member);
-        open_fds(spec.fds_per_process, member, dir, data);
+        open_fds(spec.fds_per_process, member, dir, data, spec.restorable);
     }
     for _ in 1..spec.threads_per_process {
         std::thread::Builder::new()
@@ -289,7 +310,13 @@ pub fn serve(spec: Spec) -> ! {
     // single-threaded process.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        libc::setpgid(0, 0);
+        // A group of its own either way (Drop kills it); a restorable
+        // tree owns its session too.
+        if spec.restorable {
+            libc::setsid();
+        } else {
+            libc::setpgid(0, 0);
+        }
         // Only what the population opens itself (not, say, cargo's
         // jobserver pipe): F fds means F fds, plus stdin, stdout, stderr.
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);

@@ -45,6 +45,7 @@ const SPEC: Spec = Spec {
     vmas_per_process: 40,
     threads_per_process: 3,
     resident_kib: 64,
+    restorable: false,
 };
 
 #[test]

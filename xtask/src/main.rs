@@ -355,7 +355,8 @@ fn bench(args: &[String]) -> Result<()> {
         bail!("the benchmark loads BPF programs and reads other processes' /proc: run it as root");
     }
     setup()?;
-    run(cargo().args(["build", "--release", "-p", "dumper-bench"]))?;
+    // dumper itself too: the restore section runs `dumper restore`.
+    run(cargo().args(["build", "--release", "-p", "dumper-bench", "-p", "dumper"]))?;
     let exe = root().join("target/release/dumper-bench");
     let mut cmd = Command::new(&exe);
     cmd.arg("run").arg("--out").arg(&out);

@@ -3,7 +3,7 @@
 //! A file that is gone or is another inode than the one dumped is an
 //! error naming it, found before anything is created ([`check_all`]).
 
-use super::tracee::{TraceError, Tracee};
+use super::tracee::{Batch, TraceError, Tracee};
 use super::RestoreError;
 use crate::image::PipeData;
 use crate::model::{Fd, FileType, Snapshot};
@@ -81,29 +81,62 @@ fn place(tr: &Tracee, got: &[i64], want: &[u32], tmp: u32) -> Result<(), TraceEr
     tr.run(&b).map(|_| ())
 }
 
-/// Opens the description `f` at fd `at` of `tr`.
+/// Adds to `b` the calls that move the fd call `got` returned to `at`,
+/// through `stage`: a number above every fd the process has but one
+/// (`tmp`, free), so the fresh fd cannot be it, while it may be `at`.
+fn settle(b: &mut Batch, got: usize, at: u32, stage: u32) {
+    let i = b.call("dup2", libc::SYS_dup2, &[0, stage as u64]);
+    b.link(i, 0, got);
+    let i = b.call("close", libc::SYS_close, &[0]);
+    b.link(i, 0, got);
+    b.call("dup2", libc::SYS_dup2, &[stage as u64, at as u64]);
+    b.call("close", libc::SYS_close, &[stage as u64]);
+}
+
+/// Opens the description `f` at fd `at` of `tr`, in one batch.
 pub fn open(tr: &Tracee, f: &Fd, at: u32, tmp: u32) -> Result<(), TraceError> {
     let mut b = tr.batch();
     let path = b.cstr(&f.path);
-    b.call(
+    let got = b.call(
         "open",
         libc::SYS_openat,
         &[libc::AT_FDCWD as u64, path, open_flags(f), 0],
     );
-    let got = tr
-        .run(&b)
-        .map_err(|e| retitle(e, format!("opening {} for fd {at}", f.path)))?
-        .results[0];
-    place(tr, &[got], &[at], tmp)?;
+    settle(&mut b, got, at, tmp + 2);
     if f.pos != 0 && matches!(f.kind, FileType::Reg | FileType::Dir) {
-        tr.call(
+        b.call(
             "lseek",
             libc::SYS_lseek,
             &[at as u64, f.pos as u64, libc::SEEK_SET as u64],
-        )
-        .map_err(|e| retitle(e, format!("seeking {} to {}", f.path, f.pos)))?;
+        );
     }
+    tr.run(&b)
+        .map_err(|e| retitle(e, format!("opening {} for fd {at}", f.path)))?;
     Ok(())
+}
+
+/// Gives `to` a copy of fd `fd` of process `from` as `as_fd`, in one
+/// batch: the receiver takes it itself with pidfd_getfd (the SCM_RIGHTS
+/// of the model, without a socket). The pidfd and the copy may take the
+/// very number the fd goes to, so the copy is staged above them all
+/// (`tmp` + 2: the two fresh fds are at most `tmp` and `tmp` + 1). dup2
+/// clears the close-on-exec flag pidfd_getfd sets; the restored flags are
+/// set at the end.
+pub fn send(from: i32, fd: u32, to: &Tracee, as_fd: u32, tmp: u32) -> Result<(), TraceError> {
+    let stage = (tmp + 2) as u64;
+    let mut b = to.batch();
+    let p = b.call("pidfd_open", libc::SYS_pidfd_open, &[from as u64, 0]);
+    let g = b.call("pidfd_getfd", libc::SYS_pidfd_getfd, &[0, fd as u64, 0]);
+    b.link(g, 0, p);
+    let i = b.call("dup2", libc::SYS_dup2, &[0, stage]);
+    b.link(i, 0, g);
+    for c in [g, p] {
+        let i = b.call("close", libc::SYS_close, &[0]);
+        b.link(i, 0, c);
+    }
+    b.call("dup2", libc::SYS_dup2, &[stage, as_fd as u64]);
+    b.call("close", libc::SYS_close, &[stage]);
+    to.run(&b).map(|_| ())
 }
 
 /// Makes a pipe whose ends are `ends` (read, write: their dumped

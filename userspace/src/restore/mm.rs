@@ -16,6 +16,8 @@ use std::os::unix::fs::MetadataExt;
 
 /// The kernel's mappings, moved rather than made.
 const SPECIAL: [&str; 3] = ["[vdso]", "[vvar]", "[vvar_vclock]"];
+/// Linux 5.14's madvise advice (not in the libc crate's list here).
+const MADV_POPULATE_WRITE: u64 = 23;
 /// Above the last user address (x86-64, 4-level paging).
 const TASK_END: u64 = 0x7fff_ffff_f000;
 
@@ -279,7 +281,7 @@ pub fn restore(
             None => paths.push((p, rw)),
         }
     }
-    let exe = exe_to_set(task);
+    let exe = exe_to_set(pid, task);
     let mut fds: BTreeMap<&str, u64> = BTreeMap::new();
     let mut exe_fd = u32::MAX as u64;
     for chunk in paths.chunks(tracee::MAX_CALLS - 1) {
@@ -313,7 +315,7 @@ pub fn restore(
         if special(v).is_some() || kept.iter().any(|k| k.start == v.start) {
             continue;
         }
-        if !b.fits(2 + ADVICE.len(), 0) {
+        if !b.fits(4 + ADVICE.len(), 0) {
             flush(tr, &mut b)?;
         }
         let bit = |on: bool, b: i32| if on { b as u64 } else { 0 };
@@ -356,6 +358,21 @@ pub fn restore(
             &[v.start, v.end - v.start, first, flags as u64, fd, off],
         );
         if charged {
+            if fd == u64::MAX {
+                // mprotect drops the charge of an anonymous mapping that
+                // never had a page (no anon_vma yet): fault one in and
+                // drop it, which leaves the anon_vma.
+                b.call(
+                    "madvise MADV_POPULATE_WRITE",
+                    libc::SYS_madvise,
+                    &[v.start, tracee::PAGE, MADV_POPULATE_WRITE],
+                );
+                b.call(
+                    "madvise MADV_DONTNEED",
+                    libc::SYS_madvise,
+                    &[v.start, tracee::PAGE, libc::MADV_DONTNEED as u64],
+                );
+            }
             b.call(
                 "mprotect",
                 libc::SYS_mprotect,
@@ -389,6 +406,13 @@ pub fn restore(
     let mut pages = 0;
     let mut run: Option<(u64, u64, u64)> = None; // (addr, first slot, pages)
     let flush_run = |r: (u64, u64, u64)| {
+        log_debug!(
+            "process {} pages {:#x} +{} from pages.img page {}",
+            pid,
+            r.0,
+            r.2,
+            r.1
+        );
         let bytes =
             &img.pages[(r.1 * tracee::PAGE) as usize..((r.1 + r.2) * tracee::PAGE) as usize];
         tr.write(r.0, bytes)
@@ -472,14 +496,14 @@ pub fn restore(
     Ok(pages)
 }
 
-/// The executable to name in PR_SET_MM_MAP: None when it is dumper's own
-/// (the link is right already, and the kernel refuses to replace an exe
-/// file that is still mapped).
-fn exe_to_set(task: &Task) -> Option<String> {
+/// The executable to name in PR_SET_MM_MAP: None when the process has it
+/// already (dumper's own, or its creator's, set before it forked): the
+/// kernel refuses to replace an exe file that is still mapped.
+fn exe_to_set(pid: i32, task: &Task) -> Option<String> {
     let e = task.exe.as_deref()?;
-    let mine = std::fs::metadata("/proc/self/exe").ok()?;
+    let now = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
     match std::fs::metadata(e) {
-        Ok(m) if (m.dev(), m.ino()) == (mine.dev(), mine.ino()) => None,
+        Ok(m) if (m.dev(), m.ino()) == (now.dev(), now.ino()) => None,
         _ => Some(e.to_string()),
     }
 }

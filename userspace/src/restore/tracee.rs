@@ -32,7 +32,9 @@ std::arch::global_asm!(
     ".balign 16",
     ".globl dumper_restore_stub_start",
     "dumper_restore_stub_start:",
-    // rbx: the next slot {nr, a0..a5}, r12: calls left.
+    // rbx: the next slot {nr, a0..a5, links}, r12: calls left, r13: the
+    // table. Byte i of links, when not 0, is 1 + the index of an earlier
+    // call whose result is argument i (an fd just opened, say).
     ".Lrnext:",
     "test r12, r12",
     "jz .Lrdone",
@@ -43,9 +45,45 @@ std::arch::global_asm!(
     "mov r10, [rbx + 32]",
     "mov r8, [rbx + 40]",
     "mov r9, [rbx + 48]",
+    "movzx ecx, byte ptr [rbx + 56]",
+    "test ecx, ecx",
+    "jz .Lrlink0",
+    "shl rcx, 6",
+    "mov rdi, [r13 + rcx - 64]",
+    ".Lrlink0:",
+    "movzx ecx, byte ptr [rbx + 57]",
+    "test ecx, ecx",
+    "jz .Lrlink1",
+    "shl rcx, 6",
+    "mov rsi, [r13 + rcx - 64]",
+    ".Lrlink1:",
+    "movzx ecx, byte ptr [rbx + 58]",
+    "test ecx, ecx",
+    "jz .Lrlink2",
+    "shl rcx, 6",
+    "mov rdx, [r13 + rcx - 64]",
+    ".Lrlink2:",
+    "movzx ecx, byte ptr [rbx + 59]",
+    "test ecx, ecx",
+    "jz .Lrlink3",
+    "shl rcx, 6",
+    "mov r10, [r13 + rcx - 64]",
+    ".Lrlink3:",
+    "movzx ecx, byte ptr [rbx + 60]",
+    "test ecx, ecx",
+    "jz .Lrlink4",
+    "shl rcx, 6",
+    "mov r8, [r13 + rcx - 64]",
+    ".Lrlink4:",
+    "movzx ecx, byte ptr [rbx + 61]",
+    "test ecx, ecx",
+    "jz .Lrlink5",
+    "shl rcx, 6",
+    "mov r9, [r13 + rcx - 64]",
+    ".Lrlink5:",
     "syscall",
     "mov [rbx], rax",
-    "add rbx, 56",
+    "add rbx, 64",
     "dec r12",
     "jmp .Lrnext",
     ".Lrdone:",
@@ -86,7 +124,7 @@ pub const HOLE_PAGES: u64 = 16;
 pub const HOLE_LEN: u64 = HOLE_PAGES * PAGE;
 const TABLE: u64 = PAGE;
 const DATA: u64 = 2 * PAGE;
-const SLOT: u64 = 56;
+const SLOT: u64 = 64;
 /// Calls one batch holds (one page of slots).
 pub const MAX_CALLS: usize = (PAGE / SLOT) as usize;
 /// Argument bytes one batch holds.
@@ -167,7 +205,7 @@ pub fn unmap_hole(addr: u64) {
 /// stop.
 #[derive(Default)]
 pub struct Batch {
-    calls: Vec<(i64, [u64; 6], &'static str)>,
+    calls: Vec<(i64, [u64; 6], [u8; 8], &'static str)>,
     data: Vec<u8>,
     hole: u64,
 }
@@ -204,8 +242,15 @@ impl Batch {
     pub fn call(&mut self, what: &'static str, nr: i64, args: &[u64]) -> usize {
         let mut a = [0u64; 6];
         a[..args.len()].copy_from_slice(args);
-        self.calls.push((nr, a, what));
+        self.calls.push((nr, a, [0; 8], what));
         self.calls.len() - 1
+    }
+
+    /// Makes argument `arg` of call `call` the result of the earlier call
+    /// `from`, as the tracee gets it.
+    pub fn link(&mut self, call: usize, arg: usize, from: usize) {
+        assert!(from < call && from < 255 && arg < 6);
+        self.calls[call].2[arg] = from as u8 + 1;
     }
 
     pub fn len(&self) -> usize {
@@ -443,11 +488,12 @@ impl Tracee {
 
     fn upload(&self, b: &Batch) -> Result<(), TraceError> {
         let mut table = Vec::with_capacity(b.calls.len() * SLOT as usize);
-        for (nr, a, _) in &b.calls {
+        for (nr, a, links, _) in &b.calls {
             table.extend_from_slice(&nr.to_le_bytes());
             for v in a {
                 table.extend_from_slice(&v.to_le_bytes());
             }
+            table.extend_from_slice(links);
         }
         self.write(self.hole + TABLE, &table)?;
         if !b.data.is_empty() {
@@ -468,6 +514,7 @@ impl Tracee {
         self.start(self.hole, |r| {
             r.rbx = table;
             r.r12 = n;
+            r.r13 = table;
         })?;
         self.resume(libc::PTRACE_CONT, 0)?;
         loop {
@@ -493,12 +540,28 @@ impl Tracee {
             }
         }
         let raw = self.read(table, b.calls.len() * SLOT as usize)?;
-        let results = (0..b.calls.len())
+        let results: Vec<i64> = (0..b.calls.len())
             .map(|i| {
                 let o = i * SLOT as usize;
                 i64::from_le_bytes(raw[o..o + 8].try_into().unwrap())
             })
             .collect();
+        // Every system call the restore issues, with its result.
+        if crate::log::enabled(crate::log::DEBUG) {
+            for ((nr, a, _, what), r) in b.calls.iter().zip(&results) {
+                log_debug!(
+                    "process {} syscall {} {}({:#x}, {:#x}, {:#x}, {:#x}) = {}",
+                    self.pid,
+                    *nr,
+                    *what,
+                    a[0],
+                    a[1],
+                    a[2],
+                    a[3],
+                    *r
+                );
+            }
+        }
         let data = if b.data.is_empty() {
             vec![]
         } else {
@@ -516,7 +579,7 @@ impl Tracee {
         let ran = self.run_raw(b)?;
         for (i, &r) in ran.results.iter().enumerate() {
             if (-4095..0).contains(&r) {
-                let (nr, a, what) = &b.calls[i];
+                let (nr, _, _, what) = &b.calls[i];
                 log_debug!(
                     "process {} call {} ({}) failed: {}",
                     self.pid,
@@ -524,7 +587,6 @@ impl Tracee {
                     *what,
                     r
                 );
-                let _ = a;
                 return Err(terr(self.pid, *what, os(-r as i32)));
             }
         }
@@ -604,6 +666,7 @@ impl Tracee {
         self.start(self.hole, |r| {
             r.rbx = table;
             r.r12 = n;
+            r.r13 = table;
         })?;
         let mut pass = 0;
         loop {

@@ -4,7 +4,7 @@
 //! in a tracee.
 
 use super::files;
-use super::tracee::{self, terr, TraceError, Tracee};
+use super::tracee::{self, terr, Tracee};
 use super::{Created, RestoreError};
 use crate::image::read::Image;
 use crate::model::{Fd, FileType, Task};
@@ -269,7 +269,7 @@ impl<'a> Tree<'a> {
                 if s.by == 1 || *to == 1 {
                     return unsupported();
                 }
-                send_fd(
+                files::send(
                     self.by(s)?.pid,
                     *fd,
                     self.procs.get(to).ok_or_else(|| {
@@ -284,6 +284,14 @@ impl<'a> Tree<'a> {
     }
 }
 
+/// Whether `pid` exists and is not a zombie.
+pub fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
 /// The parent of `pid` now, from /proc.
 fn parent_of(pid: i32) -> std::io::Result<i32> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -293,32 +301,4 @@ fn parent_of(pid: i32) -> std::io::Result<i32> {
         .nth(1)
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| std::io::Error::other("unreadable stat"))
-}
-
-/// Gives `to` a copy of fd `fd` of process `from` as `as_fd`: the
-/// receiver takes it itself with pidfd_getfd (the SCM_RIGHTS of the model,
-/// without a socket). The pidfd is parked at `tmp` (it could take the
-/// very number the fd goes to), and close-on-exec, which pidfd_getfd
-/// sets, is cleared (the restored flags are set at the end).
-fn send_fd(from: i32, fd: u32, to: &Tracee, as_fd: u32, tmp: u32) -> Result<(), TraceError> {
-    let p = to.call("pidfd_open", libc::SYS_pidfd_open, &[from as u64, 0])? as u64;
-    let tmp = tmp as u64;
-    let mut b = to.batch();
-    b.call("dup2", libc::SYS_dup2, &[p, tmp]);
-    b.call("close", libc::SYS_close, &[p]);
-    to.run(&b)?;
-    let got = to.call("pidfd_getfd", libc::SYS_pidfd_getfd, &[tmp, fd as u64, 0])? as u64;
-    let mut b = to.batch();
-    if got != as_fd as u64 {
-        b.call("dup2", libc::SYS_dup2, &[got, as_fd as u64]);
-        b.call("close", libc::SYS_close, &[got]);
-    } else {
-        b.call(
-            "fcntl F_SETFD",
-            libc::SYS_fcntl,
-            &[got, libc::F_SETFD as u64, 0],
-        );
-    }
-    b.call("close", libc::SYS_close, &[tmp]);
-    to.run(&b).map(|_| ())
 }

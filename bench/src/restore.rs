@@ -1,0 +1,158 @@
+//! The restore section: trees dumped (and killed) by `dumper dump`, then
+//! brought back by `dumper restore --detach`, timed by the restore's own
+//! report (plan steps, memory, per-process state, the verification of
+//! the stopped tree against the image), with the wall time of the command
+//! beside it. Each repetition needs a fresh tree: the dump kills it.
+
+use crate::workload::{Population, Spec};
+use anyhow::{ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RestoreRow {
+    pub tree: String,
+    pub processes: usize,
+    pub fds: usize,
+    pub vmas: usize,
+    pub resident_mib: usize,
+    pub reps: usize,
+    /// Medians over the repetitions.
+    pub total_ns: u64,
+    pub tree_ns: u64,
+    pub memory_ns: u64,
+    pub state_ns: u64,
+    pub verify_ns: u64,
+    /// `dumper restore` from exec to exit.
+    pub wall_ns: u64,
+    pub pages_written: u64,
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+pub fn tree_name(s: &Spec) -> String {
+    format!(
+        "{} processes × {} fds × {} mappings, {} MiB resident",
+        s.processes,
+        s.fds_per_process,
+        s.vmas_per_process,
+        s.processes * s.resident_kib / 1024
+    )
+}
+
+/// `reps` dump-and-restore cycles of a fresh `spec` population each.
+/// `bench` is the dumper-bench binary (the workload), `dumper` the
+/// dumper binary.
+pub fn measure(
+    bench: &Path,
+    dumper: &Path,
+    spec: Spec,
+    reps: usize,
+    scratch: &Path,
+) -> Result<RestoreRow> {
+    ensure!(spec.restorable, "restore trees are restorable populations");
+    let dir = scratch.join("restore");
+    let mut runs = vec![];
+    let mut walls = vec![];
+    let mut counts = (0, 0, 0);
+    for _ in 0..reps.max(1) {
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut pop = Population::spawn(bench, spec).context("starting the restore tree")?;
+        let r = dumper::dump::dump(
+            &dumper::dump::Options {
+                root: pop.root,
+                dir: &dir,
+                collector: "bpf",
+                verify: false,
+                leave_running: false,
+            },
+            |_| {},
+        )
+        .context("dump before the restore")?;
+        counts = (r.processes, r.fds, r.vmas);
+        pop.reap();
+        let t0 = Instant::now();
+        let o = Command::new(dumper)
+            .args(["restore", "--detach", "--json", "-v0", "-D"])
+            .arg(&dir)
+            .output()
+            .context("dumper restore")?;
+        walls.push(t0.elapsed().as_nanos() as u64);
+        ensure!(
+            o.status.success(),
+            "dumper restore: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).context("restore report")?;
+        runs.push(v);
+        // Drop kills the restored tree (it holds the population's group).
+        drop(pop);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let m = |k: &str| median(runs.iter().map(|r| r[k].as_u64().unwrap_or(0)).collect());
+    Ok(RestoreRow {
+        tree: tree_name(&spec),
+        processes: counts.0,
+        fds: counts.1,
+        vmas: counts.2,
+        resident_mib: spec.processes * spec.resident_kib / 1024,
+        reps: runs.len(),
+        total_ns: m("total_ns"),
+        tree_ns: m("tree_ns"),
+        memory_ns: m("memory_ns"),
+        state_ns: m("state_ns"),
+        verify_ns: m("verify_ns"),
+        wall_ns: median(walls),
+        pages_written: m("pages_written"),
+    })
+}
+
+/// The report's restore section.
+pub fn markdown(rows: &[RestoreRow]) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let ms = |ns: u64| ns as f64 / 1e6;
+    writeln!(o, "\n## Restore\n").unwrap();
+    writeln!(
+        o,
+        "Trees dumped with `--collect=bpf` (which kills them), then `dumper restore --detach`. Medians of the repetitions, from the restore's own report: the plan's steps (processes, sessions, groups, files), the address spaces and pages, the rest of each process's state with its registers, and the check of the stopped tree against the image before it runs. Wall is the command from exec to exit. The trees hold only fds the restore brings back (files, directories, pipes, /dev/null).\n"
+    )
+    .unwrap();
+    writeln!(o, "| tree | processes | fds | mappings | restore ms | plan steps ms | memory ms | state ms | verify ms | wall ms | pages written |").unwrap();
+    writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|").unwrap();
+    for r in rows {
+        writeln!(
+            o,
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            r.tree,
+            r.processes,
+            r.fds,
+            r.vmas,
+            ms(r.total_ns),
+            ms(r.tree_ns),
+            ms(r.memory_ns),
+            ms(r.state_ns),
+            ms(r.verify_ns),
+            ms(r.wall_ns),
+            r.pages_written
+        )
+        .unwrap();
+    }
+    if let Some(r) = rows.iter().find(|r| r.processes >= 100) {
+        let s = ms(r.wall_ns) / 1000.0;
+        writeln!(
+            o,
+            "\nGoal: {} restored in well under a second: **{:.2} s** wall{}.",
+            r.tree,
+            s,
+            if s < 1.0 { ", met" } else { ", missed" }
+        )
+        .unwrap();
+    }
+    o
+}
