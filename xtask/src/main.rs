@@ -4,7 +4,7 @@
 //! README's two commands work on a fresh machine with nothing installed by
 //! hand.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -405,7 +405,107 @@ fn demo() -> Result<()> {
     drop(sample.stdin.take());
     let _ = sample.kill();
     let _ = sample.wait();
-    r1.and(r2).and(r3).and(r4)
+    r1.and(r2).and(r3).and(r4)?;
+    demo_restore(&dumper)
+}
+
+/// The whole cycle on a tree the restore brings back (the sample's
+/// threads and sockets are not restored yet): two sessions, groups, a
+/// zombie, every live process counting into a file. Compared, dumped
+/// (which kills it), restored (which checks the stopped tree against the
+/// image before it runs), and seen counting on.
+fn demo_restore(dumper: &Path) -> Result<()> {
+    let out = root().join("target/demo-tree");
+    let images = root().join("target/demo-tree-images");
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&images);
+    std::fs::create_dir_all(&out)?;
+    let mut tree = Command::new(dumper)
+        .arg("workload")
+        .arg("tree")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting the restore demo's tree")?;
+    let pid = tree.id().to_string();
+    let count = |n: &str| {
+        std::fs::read_to_string(out.join(n))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let started = std::time::Instant::now();
+    while ["R", "A", "B", "C", "D"].iter().any(|n| count(n) < 20) {
+        if started.elapsed().as_secs() > 20 {
+            let _ = tree.kill();
+            bail!("the demo tree did not start counting");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pids = tree_pids(tree.id() as i32);
+    println!("\nrestore cycle: a tree of two sessions, groups and a zombie at pid {pid}, each live process counting into {}/NAME\n", out.display());
+    let list = pids
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let ps = || run(Command::new("ps").args(["-o", "pid,ppid,pgid,sid,stat", "-p", &list]));
+    println!("$ ps -o pid,ppid,pgid,sid,stat -p {list}");
+    let _ = ps();
+    println!("\n$ dumper compare -t {pid}");
+    let r = run(Command::new(dumper).args(["compare", "-t", &pid]));
+    println!("\n$ dumper dump -t {pid} -D {}", images.display());
+    let r = r.and(run(Command::new(dumper)
+        .args(["dump", "-t", &pid, "-D"])
+        .arg(&images)));
+    let _ = tree.wait();
+    let counted = count("R");
+    println!("\n(the tree is gone; R had counted to {counted})");
+    // The dumped zombie and the tree's other processes were reparented
+    // and are reaped by init; the restore waits for their pids.
+    println!("\n$ dumper restore -D {} --detach", images.display());
+    let r = r.and(run(Command::new(dumper)
+        .args(["restore", "--detach", "-D"])
+        .arg(&images)));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    println!("\n$ ps -o pid,ppid,pgid,sid,stat -p {list}");
+    let _ = ps();
+    let now = count("R");
+    println!("\n(R counts on: {counted} at the dump, {now} now, no number lost or repeated)");
+    let lines = std::fs::read_to_string(out.join("R")).unwrap_or_default();
+    let ok = lines
+        .lines()
+        .enumerate()
+        .all(|(i, l)| l == (i + 1).to_string());
+    for p in &pids {
+        // SAFETY: ending the restored demo tree.
+        unsafe { libc::kill(*p, libc::SIGKILL) };
+    }
+    r?;
+    ensure!(
+        ok && now > counted,
+        "the restored tree did not count on from where it was"
+    );
+    Ok(())
+}
+
+/// `root` and its descendants now, from /proc's children files.
+fn tree_pids(root: i32) -> Vec<i32> {
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        for t in std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let c = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            out.extend(c.split_whitespace().filter_map(|x| x.parse::<i32>().ok()));
+        }
+        i += 1;
+    }
+    out
 }
 
 /// cargo fuzz on the image decoders, with the nightly the eBPF programs

@@ -131,10 +131,10 @@ pub fn check(img: &Image) -> Result<(), RestoreError> {
 }
 
 /// Pids of the image that a process has now. A zombie (the dumped tree
-/// itself, just killed by its dump) gets two seconds for its parent to
-/// reap it.
+/// itself, just killed by its dump) gets five seconds for its parent to
+/// reap it (init, for orphans, can take a second or two).
 fn taken(tasks: &[Task]) -> Result<(), RestoreError> {
-    let deadline = Instant::now() + std::time::Duration::from_secs(2);
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
     for t in tasks {
         let p = format!("/proc/{}", t.pid);
         while let Ok(stat) = std::fs::read_to_string(format!("{p}/stat")) {
@@ -377,7 +377,8 @@ pub fn restore(o: &Options) -> Result<Report, RestoreError> {
     // reads empty): those are the tree's own doing, not the restore's.
     for tr in &live {
         match tr.release() {
-            Err(e) if !tree::running(tr.pid) => {
+            // ESRCH from a process being killed: give it a moment to die.
+            Err(e) if !tree::still_running(tr.pid, std::time::Duration::from_millis(500)) => {
                 log_warn!(
                     "process {} ended before it was released: {}",
                     tr.pid,

@@ -292,6 +292,18 @@ pub fn running(pid: i32) -> bool {
     })
 }
 
+/// Whether `pid` is [`running`] still after up to `wait`.
+pub fn still_running(pid: i32, wait: std::time::Duration) -> bool {
+    let t0 = std::time::Instant::now();
+    while running(pid) {
+        if t0.elapsed() > wait {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    false
+}
+
 /// The parent of `pid` now, from /proc.
 fn parent_of(pid: i32) -> std::io::Result<i32> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
