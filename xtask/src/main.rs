@@ -420,6 +420,11 @@ fn demo_restore(dumper: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&images);
     std::fs::create_dir_all(&out)?;
+    // The dump kills the tree; its orphans come here to be reaped at once
+    // (init may take a second or two), so that the restore finds its pids
+    // free without waiting.
+    // SAFETY: prctl on this process.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let mut tree = Command::new(dumper)
         .arg("workload")
         .arg("tree")
@@ -459,6 +464,17 @@ fn demo_restore(dumper: &Path) -> Result<()> {
         .args(["dump", "-t", &pid, "-D"])
         .arg(&images)));
     let _ = tree.wait();
+    let t0 = std::time::Instant::now();
+    while pids
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
+        && t0.elapsed().as_secs() < 10
+    {
+        // SAFETY: reaping this process's dead children.
+        while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::__WALL | libc::WNOHANG) } > 0 {
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let counted = count("R");
     println!("\n(the tree is gone; R had counted to {counted})");
     // The dumped zombie and the tree's other processes were reparented
