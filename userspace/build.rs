@@ -40,6 +40,7 @@ const FIELDS: &[(&str, &str)] = &[
     ("task_struct", "rseq_len"),
     ("task_struct", "rseq_sig"),
     ("task_struct", "exit_code"),
+    ("task_struct", "clear_child_tid"),
     ("signal_struct", "shared_pending.signal"),
     ("signal_struct", "rlim"),
     ("signal_struct", "pids"),
@@ -119,7 +120,10 @@ const FIELDS: &[(&str, &str)] = &[
     ("bpf_iter__task_vma", "vma"),
 ];
 /// (struct, member): one-bit bitfields the programs test.
-const FLAG_BITS: &[(&str, &str)] = &[("task_struct", "restore_sigmask")];
+const FLAG_BITS: &[(&str, &str)] = &[
+    ("task_struct", "restore_sigmask"),
+    ("signal_struct", "is_child_subreaper"),
+];
 const SIZES: &[&str] = &["k_sigaction"];
 const ENUMS: &[&str] = &["PIDTYPE_PGID", "PIDTYPE_SID"];
 

@@ -10,7 +10,7 @@
 /// `"DMP"` followed by the layout version. Bump the version on any change
 /// to a record below.
 pub const MAGIC_BASE: u32 = 0x444d_5000;
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 pub const KIND_TASK: u32 = 1;
 pub const KIND_FILE: u32 = 2;
@@ -173,9 +173,14 @@ pub struct TaskExtRecord {
     pub rseq: u64,
     pub rseq_len: u32,
     pub rseq_sig: u32,
+    /// set_tid_address(2)'s address (CLONE_CHILD_CLEARTID's), 0 if none.
+    pub clear_child_tid: u64,
     pub exit_code: i32,
     /// 1 when the leader has an mm (the fields below `mm` are valid).
     pub has_mm: u32,
+    /// 1 when the process is a child subreaper (PR_SET_CHILD_SUBREAPER).
+    pub subreaper: u32,
+    pub _pad: u32,
     pub shared_pending: u64,
     /// start_code, end_code, start_data, end_data, start_brk, brk,
     /// start_stack, arg_start, arg_end, env_start, env_end.

@@ -220,6 +220,7 @@ fn thread_ext(t: u64, e: &mut TaskExtRecord, pid: i32, tgid: i32) {
     e.rseq_len = ld!(t, TASK_STRUCT__RSEQ_LEN, u32);
     e.rseq_sig = ld!(t, TASK_STRUCT__RSEQ_SIG, u32);
     e.exit_code = ld!(t, TASK_STRUCT__EXIT_CODE, i32);
+    e.clear_child_tid = ld!(t, TASK_STRUCT__CLEAR_CHILD_TID, u64);
 }
 
 /// The process-wide part, for a leader (after [`thread_ext`]).
@@ -227,6 +228,13 @@ fn thread_ext(t: u64, e: &mut TaskExtRecord, pid: i32, tgid: i32) {
 fn proc_ext(e: &mut TaskExtRecord, signal: u64, mm: u64) {
     if signal != 0 {
         e.shared_pending = ld!(signal, SIGNAL_STRUCT__SHARED_PENDING__SIGNAL, u64);
+        // is_child_subreaper is a bitfield: its byte, then its bit.
+        let b = unsafe {
+            core::ptr::read_volatile(
+                (signal as *const u8).add(k::SIGNAL_STRUCT__IS_CHILD_SUBREAPER.0 as usize),
+            )
+        };
+        e.subreaper = (b & k::SIGNAL_STRUCT__IS_CHILD_SUBREAPER.1 != 0) as u32;
         read_block(
             e.rlim.as_mut_ptr() as *mut u8,
             k::SIGNAL_STRUCT__RLIM.1,

@@ -75,8 +75,11 @@ pub fn tree(dir: &str) -> ! {
     });
     let (b, c) = (at("B"), at("C"));
     fork(move || {
-        // SAFETY: a new session for this process.
-        unsafe { libc::setsid() };
+        // SAFETY: a new session, and the subreaper flag, for this process.
+        unsafe {
+            libc::setsid();
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        }
         fork(move || {
             // SAFETY: a new group for this process.
             unsafe { libc::setpgid(0, 0) };
@@ -224,12 +227,59 @@ pub fn forked(dir: &str, mib: usize) -> ! {
     check(format!("{dir}/R"))
 }
 
+/// A process of three threads, each counting into `dir/NAME` (M the main
+/// thread, T1 with SIGUSR1 blocked, T2), and a fourth (J) that exits once
+/// the file `dir/stop` exists: the main thread then joins it (which needs
+/// the kernel to clear and wake J's tid word, as set_tid_address asked)
+/// and writes `joined` to `dir/J`.
+pub fn threads(dir: &str) -> ! {
+    // SAFETY: plain system calls on this process.
+    unsafe {
+        libc::setsid();
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+    let d = dir.to_string();
+    std::thread::spawn(move || {
+        // SAFETY: a signal mask of this thread's own.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigaddset(&mut set, libc::SIGUSR1);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+        count(&format!("{d}/T1"))
+    });
+    let d = dir.to_string();
+    std::thread::spawn(move || count(&format!("{d}/T2")));
+    let stop = format!("{dir}/stop");
+    let s = stop.clone();
+    let mut joiner = Some(std::thread::spawn(move || {
+        while !std::path::Path::new(&s).exists() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }));
+    let mut f = std::fs::File::create(format!("{dir}/M")).unwrap_or_else(|_| std::process::exit(1));
+    let mut heap = Box::new(0u64);
+    loop {
+        *heap += 1;
+        let _ = writeln!(f, "{}", *heap);
+        if joiner.as_ref().is_some_and(|j| j.is_finished()) || std::path::Path::new(&stop).exists()
+        {
+            if let Some(j) = joiner.take() {
+                let _ = j.join();
+                let _ = std::fs::write(format!("{dir}/J"), "joined\n");
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Runs workload `name` with `args`. Never returns.
 pub fn run(name: &str, args: &[String]) -> ! {
     match (name, args) {
         ("counter", [out]) => counter(out),
         ("tree", [dir]) => tree(dir),
         ("pipe", [out]) => pipe(out),
+        ("threads", [dir]) => threads(dir),
         ("memory", [out, file, mib]) => memory(out, file, mib.parse().unwrap_or(64)),
         ("forked", [dir, mib]) => forked(dir, mib.parse().unwrap_or(32)),
         _ => {

@@ -300,6 +300,31 @@ fn tree_round_trip(collector: &str) {
     for n in names {
         consecutive(&out.join(n));
     }
+    // The subreaper flag (B's) is not in /proc: dumper's own detail has it.
+    let o = dumper(&[
+        "collect",
+        "-t",
+        &root.to_string(),
+        "--detail",
+        "--json",
+        "--collect",
+        "bpf",
+    ]);
+    ok(&o, "collect --detail");
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let subreapers: Vec<i64> = v["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["detail"]["subreaper"] == true)
+        .map(|t| t["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(subreapers.len(), 1, "{subreapers:?}");
+    let b = subreapers[0] as i32;
+    assert!(
+        before.iter().any(|(p, i)| *p == b && i.2 == b),
+        "the subreaper is B, a session leader"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&out);
 }
@@ -758,4 +783,93 @@ fn restore_waits_for_its_root_and_passes_on_its_status_root() {
     assert_eq!(st.code(), Some(128 + libc::SIGTERM));
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&out);
+}
+
+/// Threads come back at their tids, each with its own signal mask, and
+/// count on; a thread that exits after the restore is joined (its tid
+/// word is cleared and woken, as set_tid_address asked).
+fn threads_round_trip(collector: &str) {
+    let out = scratch(&format!("threads-{collector}"));
+    std::fs::create_dir_all(&out).unwrap();
+    let dir = scratch(&format!("img-threads-{collector}"));
+    let mut c = workload(&["threads", out.to_str().unwrap()]);
+    let pid = c.id() as i32;
+    let names = ["M", "T1", "T2"];
+    wait_for("the threads", || {
+        names.iter().all(|n| lines(&out.join(n)).len() >= 20)
+    });
+    let tids = |p: i32| {
+        let mut v: Vec<i32> = std::fs::read_dir(format!("/proc/{p}/task"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        v.sort();
+        v
+    };
+    let masks = |p: i32| -> Vec<String> {
+        tids(p)
+            .iter()
+            .map(|t| {
+                let s = std::fs::read_to_string(format!("/proc/{p}/task/{t}/status")).unwrap();
+                s.lines()
+                    .find(|l| l.starts_with("SigBlk:"))
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let (before, mask_before) = (tids(pid), masks(pid));
+    assert_eq!(before.len(), 4);
+    let o = dumper(&[
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        dir.to_str().unwrap(),
+        "--collect",
+        collector,
+    ]);
+    ok(&o, "dump");
+    c.wait().unwrap();
+    let dumped: Vec<u64> = names.iter().map(|n| consecutive(&out.join(n))).collect();
+    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
+    let _kill = Kill(vec![pid]);
+    ok(&o, "restore");
+    assert_eq!(tids(pid), before, "thread ids after the restore");
+    assert_eq!(
+        masks(pid),
+        mask_before,
+        "per-thread signal masks after the restore"
+    );
+    wait_for("the restored threads to count on", || {
+        names
+            .iter()
+            .zip(&dumped)
+            .all(|(n, d)| lines(&out.join(n)).len() as u64 >= d + 20)
+    });
+    for n in names {
+        consecutive(&out.join(n));
+    }
+    std::fs::write(out.join("stop"), "").unwrap();
+    wait_for("the main thread to join the one that exits", || {
+        std::fs::read_to_string(out.join("J")).is_ok_and(|j| j == "joined\n")
+    });
+    assert_eq!(tids(pid).len(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn threads_come_back_each_with_its_own_state_bpf_root() {
+    if root_or_skip("threads_come_back_each_with_its_own_state_bpf_root") {
+        threads_round_trip("bpf");
+    }
+}
+
+#[test]
+fn threads_come_back_each_with_its_own_state_proc_root() {
+    if root_or_skip("threads_come_back_each_with_its_own_state_proc_root") {
+        threads_round_trip("proc");
+    }
 }

@@ -67,6 +67,7 @@ fn thread(e: &TaskExtRecord) -> ThreadDetail {
             len: e.rseq_len,
             sig: e.rseq_sig,
         },
+        clear_child_tid: e.clear_child_tid,
     }
 }
 
@@ -114,6 +115,7 @@ fn process(e: &TaskExtRecord, d: &mut TaskDetail) {
         .collect();
     d.personality = e.personality;
     d.exit_code = e.exit_code;
+    d.subreaper = e.subreaper != 0;
     d.mm = (e.has_mm != 0).then(|| {
         let [start_code, end_code, start_data, end_data, start_brk, brk, start_stack, arg_start, arg_end, env_start, env_end] =
             e.mm;

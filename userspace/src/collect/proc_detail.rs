@@ -114,12 +114,13 @@ fn task_detail(t: &Task, frozen: &mut Frozen) -> Result<TaskDetail, CollectError
     };
     let remote = |e: remote::RemoteError, tid: i32| {
         CollectError::Kernel(format!(
-            "thread {tid} of process {pid}: {e} (the proc collector runs rt_sigaction, sigaltstack and brk inside the stopped threads; --collect=bpf runs nothing)"
+            "thread {tid} of process {pid}: {e} (the proc collector runs rt_sigaction, sigaltstack, brk and prctl inside the stopped threads; --collect=bpf runs nothing)"
         ))
     };
 
     let stub = Stub::place(pid, (vdso.start, vdso.end)).map_err(|e| remote(e, pid))?;
     let mut stacks: HashMap<i32, AltStack> = HashMap::new();
+    let mut tid_addrs: HashMap<i32, u64> = HashMap::new();
     let altstack = |b: &[u8]| {
         // stack_t: ss_sp, ss_flags (int, padded), ss_size.
         let w = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
@@ -150,6 +151,25 @@ fn task_detail(t: &Task, frozen: &mut Frozen) -> Result<TaskDetail, CollectError
             libc::SYS_sigaltstack,
             &[Arg::Val(0), Arg::Buf(0)],
         ));
+        // Per thread: the clear-child-tid address (CONFIG_CHECKPOINT_RESTORE);
+        // the leader: whether the process is a subreaper.
+        let tid_at = buf_len;
+        calls.push(Call::new(
+            libc::SYS_prctl,
+            &[Arg::Val(libc::PR_GET_TID_ADDRESS as u64), Arg::Buf(tid_at)],
+        ));
+        buf_len += 8;
+        let sub_at = buf_len;
+        if tid == leader {
+            calls.push(Call::new(
+                libc::SYS_prctl,
+                &[
+                    Arg::Val(libc::PR_GET_CHILD_SUBREAPER as u64),
+                    Arg::Buf(sub_at),
+                ],
+            ));
+            buf_len += 8;
+        }
         let ran = remote::run(&stub, tid, floor, &calls, &vec![0; buf_len], seccomp)
             .map_err(|e| remote(e, tid))?;
         frozen.hold_signals(tid, ran.caught);
@@ -160,16 +180,20 @@ fn task_detail(t: &Task, frozen: &mut Frozen) -> Result<TaskDetail, CollectError
             .enumerate()
             .find(|(i, &r)| r < 0 && calls[*i].nr != libc::SYS_brk)
         {
-            let name = if calls[i].nr == libc::SYS_sigaltstack {
-                "sigaltstack"
-            } else {
-                "rt_sigaction"
+            let name = match calls[i].nr {
+                libc::SYS_sigaltstack => "sigaltstack",
+                libc::SYS_prctl => "prctl",
+                _ => "rt_sigaction",
             };
             return Err(kernel(tid, name, -*r as i32));
         }
         stacks.insert(tid, altstack(&ran.buf[..24]));
+        let word = |at: usize| u64::from_le_bytes(ran.buf[at..at + 8].try_into().unwrap());
+        tid_addrs.insert(tid, word(tid_at));
         if tid == leader {
-            d.sigactions = ran.buf[24..]
+            // PR_GET_CHILD_SUBREAPER stores an int.
+            d.subreaper = word(sub_at) as u32 != 0;
+            d.sigactions = ran.buf[24..24 + NSIG * 32]
                 .chunks_exact(32)
                 .map(SigAction::from_kernel)
                 .collect();
@@ -188,6 +212,7 @@ fn task_detail(t: &Task, frozen: &mut Frozen) -> Result<TaskDetail, CollectError
             pending: status_mask(&st, "SigPnd:"),
             altstack: stacks.get(&tid).copied().unwrap_or_default(),
             rseq: ptrace::rseq(tid).map_err(|e| kernel(tid, "PTRACE_GET_RSEQ_CONFIGURATION", e))?,
+            clear_child_tid: tid_addrs.get(&tid).copied().unwrap_or_default(),
         });
     }
     d.mm = Some(mm);

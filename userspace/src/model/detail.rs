@@ -88,6 +88,10 @@ pub struct ThreadDetail {
     pub pending: u64,
     pub altstack: AltStack,
     pub rseq: Rseq,
+    /// set_tid_address(2)'s address: the word the kernel clears (and
+    /// wakes a futex on) when the thread exits, which pthread_join waits
+    /// on. 0 when none.
+    pub clear_child_tid: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +107,9 @@ pub struct TaskDetail {
     pub personality: u32,
     /// The leader's exit code (a zombie's wait status), else 0.
     pub exit_code: i32,
+    /// A child subreaper (PR_SET_CHILD_SUBREAPER): orphans below it come
+    /// to it rather than to init.
+    pub subreaper: bool,
     /// Sorted by tid.
     pub threads: Vec<ThreadDetail>,
 }

@@ -37,7 +37,7 @@ pub fn target(img: &Image) -> Result<Target, String> {
                 pgid: task.pgid,
                 sid: task.sid,
                 zombie: task.state == "Z",
-                subreaper: false,
+                subreaper: task.detail.as_ref().is_some_and(|d| d.subreaper),
             },
         );
     }

@@ -94,13 +94,6 @@ pub fn check(img: &Image) -> Result<(), RestoreError> {
         if t.state == "Z" {
             continue;
         }
-        if t.threads.len() > 1 {
-            return no(format!(
-                "process {} has {} threads: restoring threads is not supported yet",
-                t.pid,
-                t.threads.len()
-            ));
-        }
         for f in &t.fds {
             if !files::restorable(f.kind) {
                 return no(format!(
@@ -135,8 +128,12 @@ pub fn check(img: &Image) -> Result<(), RestoreError> {
 /// reap it (init, for orphans, can take a second or two).
 fn taken(tasks: &[Task]) -> Result<(), RestoreError> {
     let deadline = Instant::now() + std::time::Duration::from_secs(5);
-    for t in tasks {
-        let p = format!("/proc/{}", t.pid);
+    for (pid, t) in tasks
+        .iter()
+        .flat_map(|t| t.threads.iter().chain([&t.pid]).map(move |p| (*p, t)))
+    {
+        let _ = t;
+        let p = format!("/proc/{pid}");
         while let Ok(stat) = std::fs::read_to_string(format!("{p}/stat")) {
             let comm = stat
                 .split_once(" (")
@@ -161,8 +158,7 @@ fn taken(tasks: &[Task]) -> Result<(), RestoreError> {
                 "stop it".into()
             };
             return Err(RestoreError::Unsupported(format!(
-                "pid {} is taken by {comm:?} now, {why}; or restore into a new pid namespace (--pidns, not supported yet)",
-                t.pid
+                "pid {pid} is taken by {comm:?} now, {why}; or restore into a new pid namespace (--pidns, not supported yet)"
             )));
         }
     }
@@ -364,9 +360,10 @@ pub fn restore(o: &Options) -> Result<Report, RestoreError> {
             .take(task.pid)
             .ok_or_else(|| RestoreError::Plan(format!("the plan left no process {}", task.pid)))?;
         let ts = Instant::now();
-        task::restore(&tr, task, &img)?;
+        let threads = task::restore(&tr, task, &img)?;
         report.state_ns += ns(ts.elapsed());
         live.push(tr);
+        live.extend(threads);
     }
     report.processes = snap.tasks.len();
     let tv = Instant::now();

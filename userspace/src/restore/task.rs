@@ -7,8 +7,8 @@
 use super::tracee::{terr, Batch, TraceError, Tracee};
 use super::RestoreError;
 use crate::image::read::Image;
-use crate::image::NREGS;
-use crate::model::{SigAction, Task};
+use crate::image::{ThreadState, NREGS};
+use crate::model::{SigAction, Task, ThreadDetail};
 use crate::ptrace::SIGINFO_SIZE;
 
 fn run_all(tr: &Tracee, b: Batch) -> Result<(), TraceError> {
@@ -18,15 +18,10 @@ fn run_all(tr: &Tracee, b: Batch) -> Result<(), TraceError> {
     Ok(())
 }
 
-pub fn restore(tr: &Tracee, task: &Task, img: &Image) -> Result<(), RestoreError> {
-    let pid = tr.pid;
-    let d = task.detail.as_ref().unwrap();
-    super::files::cloexec(tr, &task.fds)?;
-
-    run_all(tr, sigactions(tr, &d.sigactions))?;
-
-    let th = d.threads.iter().find(|t| t.tid == pid);
-    let mut b = tr.batch();
+/// A thread's own state, from inside it: sigaltstack, rseq, the
+/// clear-child-tid address, its queued signals (left pending under the
+/// still full mask).
+fn thread_state(b: &mut Batch, pid: i32, th: Option<&ThreadDetail>, ts: &ThreadState) {
     if let Some(th) = th {
         let mut ss = [0u8; 24];
         ss[0..8].copy_from_slice(&th.altstack.sp.to_le_bytes());
@@ -41,11 +36,75 @@ pub fn restore(tr: &Tracee, task: &Task, img: &Image) -> Result<(), RestoreError
                 &[th.rseq.addr, th.rseq.len as u64, 0, th.rseq.sig as u64],
             );
         }
+        b.call(
+            "set_tid_address",
+            libc::SYS_set_tid_address,
+            &[th.clear_child_tid],
+        );
     }
+    for rec in ts.siginfo.chunks_exact(SIGINFO_SIZE) {
+        let sig = i32::from_le_bytes(rec[0..4].try_into().unwrap()) as u64;
+        let at = b.data(rec);
+        b.call(
+            "rt_tgsigqueueinfo",
+            libc::SYS_rt_tgsigqueueinfo,
+            &[pid as u64, ts.tid as u64, sig, at],
+        );
+    }
+}
+
+/// The registers an image holds for a thread.
+fn regs_of(ts: &ThreadState) -> Result<crate::ptrace::Regs, RestoreError> {
+    let words: [u64; NREGS] = ts.regs.clone().try_into().map_err(|_| {
+        RestoreError::from(terr(
+            ts.tid,
+            "registers",
+            "the image has a wrong register count",
+        ))
+    })?;
+    // SAFETY: user_regs_struct is NREGS u64s, in the image's order.
+    Ok(unsafe { std::mem::transmute::<[u64; NREGS], crate::ptrace::Regs>(words) })
+}
+
+const CLONE_THREAD_FLAGS: u64 = (libc::CLONE_VM
+    | libc::CLONE_FS
+    | libc::CLONE_FILES
+    | libc::CLONE_SIGHAND
+    | libc::CLONE_THREAD
+    | libc::CLONE_SYSVSEM) as u64;
+
+/// The rest of a live process's state, its threads (created here, at their
+/// tids), and last its registers: it stays stopped, ready to run, as do
+/// its threads (returned, to be released with it).
+pub fn restore(tr: &Tracee, task: &Task, img: &Image) -> Result<Vec<Tracee>, RestoreError> {
+    let pid = tr.pid;
+    let d = task.detail.as_ref().unwrap();
+    let state = |tid: i32| {
+        img.inventory
+            .threads
+            .iter()
+            .find(|t| t.tid == tid)
+            .ok_or_else(|| {
+                RestoreError::Plan(format!("the image has no registers for thread {tid}"))
+            })
+    };
+    let detail = |tid: i32| d.threads.iter().find(|t| t.tid == tid);
+    super::files::cloexec(tr, &task.fds)?;
+
+    run_all(tr, sigactions(tr, &d.sigactions))?;
+
+    let ts = state(pid)?;
+    let mut b = tr.batch();
+    thread_state(&mut b, pid, detail(pid), ts);
     b.call(
         "personality",
         libc::SYS_personality,
         &[d.personality as u64],
+    );
+    b.call(
+        "setpriority",
+        libc::SYS_setpriority,
+        &[libc::PRIO_PROCESS as u64, 0, task.nice as i64 as u64],
     );
     if let Some(cwd) = &task.cwd {
         let at = b.cstr(cwd);
@@ -64,6 +123,17 @@ pub fn restore(tr: &Tracee, task: &Task, img: &Image) -> Result<(), RestoreError
         libc::SYS_prctl,
         &[libc::PR_SET_NAME as u64, at],
     );
+    if let Some(q) = img.inventory.shared_siginfo.iter().find(|q| q.tgid == pid) {
+        for rec in q.siginfo.chunks_exact(SIGINFO_SIZE) {
+            let sig = i32::from_le_bytes(rec[0..4].try_into().unwrap()) as u64;
+            let at = b.data(rec);
+            b.call(
+                "rt_sigqueueinfo",
+                libc::SYS_rt_sigqueueinfo,
+                &[pid as u64, sig, at],
+            );
+        }
+    }
     run_all(tr, b)?;
 
     // Limits where allowed: raising a hard limit needs CAP_SYS_RESOURCE.
@@ -87,51 +157,29 @@ pub fn restore(tr: &Tracee, task: &Task, img: &Image) -> Result<(), RestoreError
         }
     }
 
-    // Queued signals, with every signal still blocked: they wait for the
-    // restored mask, as they did in the dumped process.
-    let mut b = tr.batch();
-    let queue = |b: &mut Batch, recs: &[u8], thread: bool| {
-        for rec in recs.chunks_exact(SIGINFO_SIZE) {
-            let sig = i32::from_le_bytes(rec[0..4].try_into().unwrap()) as u64;
-            let at = b.data(rec);
-            if thread {
-                b.call(
-                    "rt_tgsigqueueinfo",
-                    libc::SYS_rt_tgsigqueueinfo,
-                    &[pid as u64, pid as u64, sig, at],
-                );
-            } else {
-                b.call(
-                    "rt_sigqueueinfo",
-                    libc::SYS_rt_sigqueueinfo,
-                    &[pid as u64, sig, at],
-                );
-            }
-        }
-    };
-    let ts = img
-        .inventory
-        .threads
-        .iter()
-        .find(|t| t.tid == pid)
-        .ok_or_else(|| RestoreError::Plan(format!("the image has no registers for {pid}")))?;
-    queue(&mut b, &ts.siginfo, true);
-    if let Some(q) = img.inventory.shared_siginfo.iter().find(|q| q.tgid == pid) {
-        queue(&mut b, &q.siginfo, false);
+    // The other threads, made by the leader at their tids (while it still
+    // has the privilege clone3's set_tid needs); each sets its own state.
+    let mut threads = vec![];
+    for &tid in task.threads.iter().filter(|&&t| t != pid) {
+        let t = tr.clone(tid, CLONE_THREAD_FLAGS, 0)?;
+        let mut b = t.batch();
+        thread_state(&mut b, pid, detail(tid), state(tid)?);
+        run_all(&t, b)?;
+        threads.push(t);
     }
-    run_all(tr, b)?;
 
-    creds(tr, task)?;
-
-    if ts.regs.len() != NREGS {
-        return Err(terr(pid, "registers", "the image has a wrong register count").into());
+    // Credentials are per thread.
+    for t in threads.iter().chain(std::iter::once(tr)) {
+        creds(t, task)?;
     }
-    let words: [u64; NREGS] = ts.regs.clone().try_into().unwrap();
-    // SAFETY: user_regs_struct is NREGS u64s, in the image's order.
-    let regs: crate::ptrace::Regs = unsafe { std::mem::transmute(words) };
-    let blocked = th.map_or(task.signals.blocked, |t| t.blocked);
-    tr.finish(&regs, &ts.xstate, blocked)?;
-    Ok(())
+    for t in &threads {
+        let ts = state(t.pid)?;
+        let blocked = detail(t.pid).map_or(task.signals.blocked, |x| x.blocked);
+        t.set_final(&regs_of(ts)?, &ts.xstate, blocked)?;
+    }
+    let blocked = detail(pid).map_or(task.signals.blocked, |t| t.blocked);
+    tr.finish(&regs_of(ts)?, &ts.xstate, blocked)?;
+    Ok(threads)
 }
 
 /// Every disposition, dumper's own (SIGPIPE ignored, its stack overflow

@@ -715,6 +715,14 @@ impl Tracee {
                 os(-(r.rax as i64) as i32),
             ));
         }
+        self.set_final(regs, xstate, blocked)
+    }
+
+    /// Sets the restored registers, extended state and signal mask of a
+    /// stopped tracee: a thread, stopped after its last batch (it resumes
+    /// at the restored address, never in the hole), or the leader at the
+    /// exit of its hole's munmap.
+    pub fn set_final(&self, regs: &Regs, xstate: &[u8], blocked: u64) -> Result<(), TraceError> {
         set_regs(self.pid, regs).map_err(|e| terr(self.pid, "setting its registers", os(e)))?;
         if !xstate.is_empty() {
             ptrace::set_xstate(self.pid, xstate)
