@@ -132,11 +132,11 @@ fn restore_section(
     let mut rows = vec![];
     for &t in &plan.restore_trees {
         eprintln!("restore: {}", dumper_bench::restore::tree_name(&t));
-        rows.push(dumper_bench::restore::measure(
+        rows.extend(dumper_bench::restore::measure(
             exe,
             &dumper,
             t,
-            plan.dump_reps.min(3),
+            plan.dump_reps,
             &scratch,
         )?);
     }

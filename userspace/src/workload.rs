@@ -273,6 +273,32 @@ pub fn threads(dir: &str) -> ! {
     }
 }
 
+/// Reads `input` (the numbers 1, 2, 3, ... a line each) a line every
+/// 2 ms through a 16-byte buffer, so that its place in the file is the
+/// file offset, and copies each line to `out`. A restore that lost the
+/// offset shows as a gap or a repeat in `out`.
+pub fn reader(input: &str, out: &str) -> ! {
+    // SAFETY: plain system calls on this process.
+    unsafe {
+        libc::setsid();
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+    let f = std::fs::File::open(input).unwrap_or_else(|_| std::process::exit(1));
+    let mut o = std::fs::File::create(out).unwrap_or_else(|_| std::process::exit(1));
+    for l in std::io::BufRead::lines(std::io::BufReader::with_capacity(16, f)) {
+        match l {
+            Ok(l) => {
+                let _ = writeln!(o, "{l}");
+            }
+            Err(_) => std::process::exit(1),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 /// Runs workload `name` with `args`. Never returns.
 pub fn run(name: &str, args: &[String]) -> ! {
     match (name, args) {
@@ -280,6 +306,7 @@ pub fn run(name: &str, args: &[String]) -> ! {
         ("tree", [dir]) => tree(dir),
         ("pipe", [out]) => pipe(out),
         ("threads", [dir]) => threads(dir),
+        ("reader", [input, out]) => reader(input, out),
         ("memory", [out, file, mib]) => memory(out, file, mib.parse().unwrap_or(64)),
         ("forked", [dir, mib]) => forked(dir, mib.parse().unwrap_or(32)),
         _ => {

@@ -873,3 +873,52 @@ fn threads_come_back_each_with_its_own_state_proc_root() {
         threads_round_trip("proc");
     }
 }
+
+/// A program reading a file goes on at the same offset.
+fn reader_round_trip(collector: &str) {
+    let input = scratch(&format!("reader-in-{collector}"));
+    let out = scratch(&format!("reader-out-{collector}"));
+    let dir = scratch(&format!("img-reader-{collector}"));
+    let text: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
+    std::fs::write(&input, text).unwrap();
+    let mut c = workload(&["reader", input.to_str().unwrap(), out.to_str().unwrap()]);
+    let pid = c.id() as i32;
+    wait_for("the reader", || lines(&out).len() >= 30);
+    let o = dumper(&[
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        dir.to_str().unwrap(),
+        "--collect",
+        collector,
+    ]);
+    ok(&o, "dump");
+    c.wait().unwrap();
+    let dumped = consecutive(&out);
+    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
+    let _kill = Kill(vec![pid]);
+    ok(&o, "restore");
+    wait_for("the reader to read on", || {
+        lines(&out).len() as u64 >= dumped + 30
+    });
+    consecutive(&out);
+    for p in [&input, &out] {
+        let _ = std::fs::remove_file(p);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_reader_reads_on_at_its_offset_bpf_root() {
+    if root_or_skip("a_reader_reads_on_at_its_offset_bpf_root") {
+        reader_round_trip("bpf");
+    }
+}
+
+#[test]
+fn a_reader_reads_on_at_its_offset_proc_root() {
+    if root_or_skip("a_reader_reads_on_at_its_offset_proc_root") {
+        reader_round_trip("proc");
+    }
+}

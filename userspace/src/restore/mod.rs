@@ -123,16 +123,16 @@ pub fn check(img: &Image) -> Result<(), RestoreError> {
     Ok(())
 }
 
-/// Pids of the image that a process has now. A zombie (the dumped tree
+/// Pids (and thread ids) of the image that a process has now. A zombie (the dumped tree
 /// itself, just killed by its dump) gets five seconds for its parent to
 /// reap it (init, for orphans, can take a second or two).
 fn taken(tasks: &[Task]) -> Result<(), RestoreError> {
     let deadline = Instant::now() + std::time::Duration::from_secs(5);
-    for (pid, t) in tasks
+    // Every thread's tid too (a zombie's list is empty).
+    let ids = tasks
         .iter()
-        .flat_map(|t| t.threads.iter().chain([&t.pid]).map(move |p| (*p, t)))
-    {
-        let _ = t;
+        .flat_map(|t| std::iter::once(t.pid).chain(t.threads.iter().copied()));
+    for pid in ids {
         let p = format!("/proc/{pid}");
         while let Ok(stat) = std::fs::read_to_string(format!("{p}/stat")) {
             let comm = stat
