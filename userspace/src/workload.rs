@@ -96,25 +96,53 @@ pub fn tree(dir: &str) -> ! {
 /// 3, ... a line each into the pipe as fast as it takes them (so it is
 /// full, 64 KiB buffered, most of the time); the root reads a line every
 /// 2 ms (through a 16-byte buffer: what it has not read is in the pipe)
+/// With `fifo`, the two talk through a FIFO made at that path instead.
 /// and writes it to `out`. Bytes a restore lost or repeated show as
 /// a gap or a repeat in `out`.
-pub fn pipe(out: &str) -> ! {
+pub fn pipe(out: &str, fifo: Option<&str>) -> ! {
     // SAFETY: plain system calls on this process.
     unsafe {
         libc::setsid();
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
     }
-    let mut fds = [0; 2];
-    // SAFETY: pipe into a local array.
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } < 0 {
-        std::process::exit(1);
-    }
-    let [r, w] = fds;
+    let (r, w) = match fifo {
+        // The same through a FIFO: each side opens its end by path (the
+        // writer in the child, or the reader's open would wait for it).
+        Some(path) => {
+            let c = std::ffi::CString::new(path).unwrap_or_default();
+            // SAFETY: mkfifo with a NUL-terminated path.
+            if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } < 0 {
+                std::process::exit(1);
+            }
+            (-1, -1)
+        }
+        None => {
+            let mut fds = [0; 2];
+            // SAFETY: pipe into a local array.
+            if unsafe { libc::pipe(fds.as_mut_ptr()) } < 0 {
+                std::process::exit(1);
+            }
+            (fds[0], fds[1])
+        }
+    };
+    let open = |write: bool| {
+        let p = fifo.unwrap_or_default();
+        let f = if write {
+            std::fs::OpenOptions::new().write(true).open(p)
+        } else {
+            std::fs::File::open(p)
+        };
+        f.unwrap_or_else(|_| std::process::exit(1))
+    };
     fork(move || {
         // SAFETY: each side owns one end from here on.
-        let mut w = unsafe {
-            libc::close(r);
-            std::fs::File::from_raw_fd(w)
+        let mut w = if fifo.is_some() {
+            open(true)
+        } else {
+            unsafe {
+                libc::close(r);
+                std::fs::File::from_raw_fd(w)
+            }
         };
         for n in 1u64.. {
             if writeln!(w, "{n}").is_err() {
@@ -122,10 +150,14 @@ pub fn pipe(out: &str) -> ! {
             }
         }
     });
-    // SAFETY: as above.
-    let r = unsafe {
-        libc::close(w);
-        std::fs::File::from_raw_fd(r)
+    let r = if fifo.is_some() {
+        open(false)
+    } else {
+        // SAFETY: as above.
+        unsafe {
+            libc::close(w);
+            std::fs::File::from_raw_fd(r)
+        }
     };
     let mut f = std::fs::File::create(out).unwrap_or_else(|_| std::process::exit(1));
     let mut lines = std::io::BufRead::lines(std::io::BufReader::with_capacity(16, r));
@@ -304,7 +336,8 @@ pub fn run(name: &str, args: &[String]) -> ! {
     match (name, args) {
         ("counter", [out]) => counter(out),
         ("tree", [dir]) => tree(dir),
-        ("pipe", [out]) => pipe(out),
+        ("pipe", [out]) => pipe(out, None),
+        ("fifo", [out, path]) => pipe(out, Some(path)),
         ("threads", [dir]) => threads(dir),
         ("reader", [input, out]) => reader(input, out),
         ("memory", [out, file, mib]) => memory(out, file, mib.parse().unwrap_or(64)),

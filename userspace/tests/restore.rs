@@ -922,3 +922,58 @@ fn a_reader_reads_on_at_its_offset_proc_root() {
         reader_round_trip("proc");
     }
 }
+
+/// The same through a FIFO: its buffered bytes are there after the
+/// restore, and each side opens it again as it had.
+fn fifo_round_trip(collector: &str) {
+    let out = scratch(&format!("fifo-{collector}"));
+    let fifo = scratch(&format!("fifo-node-{collector}"));
+    let dir = scratch(&format!("img-fifo-{collector}"));
+    let mut c = workload(&["fifo", out.to_str().unwrap(), fifo.to_str().unwrap()]);
+    let root = c.id() as i32;
+    wait_for("the reader", || lines(&out).len() >= 50);
+    let pids = tree_pids(root);
+    let o = dumper(&[
+        "dump",
+        "-t",
+        &root.to_string(),
+        "-D",
+        dir.to_str().unwrap(),
+        "--collect",
+        collector,
+    ]);
+    ok(&o, "dump");
+    c.wait().unwrap();
+    let show = dumper(&["show", "--json", dir.to_str().unwrap()]);
+    let v: Value = serde_json::from_slice(&show.stdout).unwrap();
+    let held = v["pipes"][0]["data"].as_str().unwrap().len() / 2;
+    assert!(
+        held > 60_000,
+        "the FIFO held {held} bytes at the dump, not full"
+    );
+    let dumped = consecutive(&out);
+    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
+    let _kill = Kill(pids);
+    ok(&o, "restore");
+    wait_for("the reader to read on", || {
+        lines(&out).len() as u64 >= dumped + 100
+    });
+    consecutive(&out);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(&fifo);
+}
+
+#[test]
+fn a_fifo_between_two_processes_keeps_its_bytes_bpf_root() {
+    if root_or_skip("a_fifo_between_two_processes_keeps_its_bytes_bpf_root") {
+        fifo_round_trip("bpf");
+    }
+}
+
+#[test]
+fn a_fifo_between_two_processes_keeps_its_bytes_proc_root() {
+    if root_or_skip("a_fifo_between_two_processes_keeps_its_bytes_proc_root") {
+        fifo_round_trip("proc");
+    }
+}

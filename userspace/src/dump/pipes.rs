@@ -1,5 +1,5 @@
-//! What the tree's pipes hold, copied without taking it: for each pipe
-//! (by inode), dumper opens a read end of its own through
+//! What the tree's pipes and FIFOs hold, copied without taking it: for
+//! each (by inode), dumper opens a read end of its own through
 //! /proc/PID/fd/N (a pipe opened there is opened like a FIFO) and tee(2)s
 //! the buffered bytes into a pipe of its own as large, then reads them
 //! from there. The tree's frozen readers find every byte still in place.
@@ -27,11 +27,17 @@ pub fn collect(snap: &Snapshot) -> Result<Vec<PipeData>, DumpError> {
     let mut seen = BTreeSet::new();
     let mut out = vec![];
     for t in snap.tasks.iter().filter(|t| t.state != "Z") {
-        for f in t.fds.iter().filter(|f| f.kind == FileType::Pipe) {
+        for f in t
+            .fds
+            .iter()
+            .filter(|f| matches!(f.kind, FileType::Pipe | FileType::Fifo))
+        {
             if !seen.insert(f.ino) {
                 continue;
             }
             let link = format!("/proc/{}/fd/{}", t.pid, f.fd);
+            // O_NONBLOCK: a FIFO's open for reading does not wait for a
+            // writer.
             let src = std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NONBLOCK)

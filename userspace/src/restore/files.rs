@@ -13,13 +13,16 @@ use std::os::unix::fs::MetadataExt;
 pub fn restorable(k: FileType) -> bool {
     matches!(
         k,
-        FileType::Reg | FileType::Dir | FileType::Chr | FileType::Pipe
+        FileType::Reg | FileType::Dir | FileType::Chr | FileType::Pipe | FileType::Fifo
     )
 }
 
 /// Kinds reopened by path.
 fn by_path(k: FileType) -> bool {
-    matches!(k, FileType::Reg | FileType::Dir | FileType::Chr)
+    matches!(
+        k,
+        FileType::Reg | FileType::Dir | FileType::Chr | FileType::Fifo
+    )
 }
 
 /// Whether the path names the dumped inode now; the reason when not.
@@ -115,6 +118,79 @@ pub fn open(tr: &Tracee, f: &Fd, at: u32, tmp: u32) -> Result<(), TraceError> {
     Ok(())
 }
 
+/// Opens a FIFO's description `f` at fd `at`, refilled with `held` (the
+/// first open of that FIFO in the restore). A FIFO's open for reading
+/// waits for a writer and the other way round: it is first opened for
+/// both (which never waits), refilled through that, then opened as
+/// dumped, and the first fd closed.
+pub fn open_fifo(
+    tr: &Tracee,
+    f: &Fd,
+    at: u32,
+    tmp: u32,
+    held: Option<&PipeData>,
+) -> Result<(), TraceError> {
+    let what = || format!("opening the FIFO {} for fd {at}", f.path);
+    let mut b = tr.batch();
+    let path = b.cstr(&f.path);
+    let both = (libc::O_RDWR | libc::O_NONBLOCK | libc::O_NOCTTY) as u64;
+    b.call(
+        "open",
+        libc::SYS_openat,
+        &[libc::AT_FDCWD as u64, path, both, 0],
+    );
+    let mut rw = tr.run(&b).map_err(|e| retitle(e, what()))?.results[0] as u64;
+    let mut b = tr.batch();
+    if rw == at as u64 {
+        // Out of the way of the dumped number.
+        b.call("dup2", libc::SYS_dup2, &[rw, (tmp + 1) as u64]);
+        b.call("close", libc::SYS_close, &[rw]);
+        rw = (tmp + 1) as u64;
+    }
+    tr.run(&b)?;
+    if let Some(h) = held {
+        refill(tr, rw, h)?;
+    }
+    let mut b = tr.batch();
+    let path = b.cstr(&f.path);
+    let got = b.call(
+        "open",
+        libc::SYS_openat,
+        &[libc::AT_FDCWD as u64, path, open_flags(f), 0],
+    );
+    settle(&mut b, got, at, tmp + 2);
+    b.call("close", libc::SYS_close, &[rw]);
+    tr.run(&b).map_err(|e| retitle(e, what()))?;
+    Ok(())
+}
+
+/// Writes what a pipe or FIFO held into its write end `w`, after setting
+/// its capacity (at least what it held: no write blocks).
+fn refill(tr: &Tracee, w: u64, h: &PipeData) -> Result<(), TraceError> {
+    tr.call(
+        "F_SETPIPE_SZ",
+        libc::SYS_fcntl,
+        &[w, libc::F_SETPIPE_SZ as u64, h.capacity as u64],
+    )?;
+    for chunk in h.data.chunks(super::tracee::MAX_DATA / 2) {
+        let mut b = tr.batch();
+        let a = b.data(chunk);
+        b.call(
+            "write into a pipe",
+            libc::SYS_write,
+            &[w, a, chunk.len() as u64],
+        );
+        if tr.run(&b)?.results[0] != chunk.len() as i64 {
+            return Err(super::tracee::terr(
+                tr.pid,
+                "refilling a pipe",
+                "short write",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Gives `to` a copy of fd `fd` of process `from` as `as_fd`, in one
 /// batch: the receiver takes it itself with pidfd_getfd (the SCM_RIGHTS
 /// of the model, without a socket). The pidfd and the copy may take the
@@ -159,29 +235,7 @@ pub fn pipe(
         i32::from_le_bytes(raw[4..8].try_into().unwrap()) as i64,
     ];
     if let Some(h) = held {
-        let w = got[1] as u64;
-        tr.call(
-            "F_SETPIPE_SZ",
-            libc::SYS_fcntl,
-            &[w, libc::F_SETPIPE_SZ as u64, h.capacity as u64],
-        )?;
-        // The capacity is at least what it held: no write blocks.
-        for chunk in h.data.chunks(super::tracee::MAX_DATA / 2) {
-            let mut b = tr.batch();
-            let a = b.data(chunk);
-            b.call(
-                "write into a pipe",
-                libc::SYS_write,
-                &[w, a, chunk.len() as u64],
-            );
-            if tr.run(&b)?.results[0] != chunk.len() as i64 {
-                return Err(super::tracee::terr(
-                    tr.pid,
-                    "refilling a pipe",
-                    "short write",
-                ));
-            }
-        }
+        refill(tr, got[1] as u64, h)?;
     }
     place(tr, &got, &at, tmp)?;
     let mut b = tr.batch();

@@ -24,6 +24,8 @@ pub struct Tree<'a> {
     mem_of: HashMap<i32, Option<i32>>,
     pub pages_written: u64,
     pub memory_ns: u64,
+    /// FIFOs (by inode) already refilled with what they held.
+    refilled: std::collections::HashSet<u64>,
 }
 
 const CLONE_FILES: u64 = libc::CLONE_FILES as u64;
@@ -60,6 +62,7 @@ impl<'a> Tree<'a> {
             mem_of: HashMap::new(),
             pages_written: 0,
             memory_ns: 0,
+            refilled: Default::default(),
         }
     }
 
@@ -229,7 +232,17 @@ impl<'a> Tree<'a> {
                 let d = self.desc(file).ok_or_else(|| {
                     RestoreError::Plan(format!("plan step \"{s}\": no dumped file {file}"))
                 })?;
-                files::open(self.by(s)?, d, *fd, self.tmp)?;
+                if d.kind == FileType::Fifo {
+                    // Refilled at its first open only.
+                    let held = self
+                        .refilled
+                        .insert(d.ino)
+                        .then(|| self.img.inventory.pipes.iter().find(|p| p.ino == d.ino))
+                        .flatten();
+                    files::open_fifo(self.by(s)?, d, *fd, self.tmp, held)?;
+                } else {
+                    files::open(self.by(s)?, d, *fd, self.tmp)?;
+                }
             }
             Op::Pipe { files: ids, fds } => {
                 if s.by == 1 {
