@@ -331,6 +331,29 @@ pub fn reader(input: &str, out: &str) -> ! {
     }
 }
 
+/// A semaphore eventfd started at 300: every 5 ms the program takes one
+/// from it (a read) and writes the number taken so far to `out`, until it
+/// is empty and the read blocks for good. A restore that lost or changed
+/// the counter shows as fewer or more than 300 lines.
+pub fn eventfd(out: &str) -> ! {
+    // SAFETY: plain system calls on this process and its own eventfd.
+    unsafe {
+        libc::setsid();
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        let e = libc::eventfd(300, libc::EFD_SEMAPHORE);
+        let mut f = std::fs::File::create(out).unwrap_or_else(|_| std::process::exit(1));
+        for n in 1u64.. {
+            let mut v = 0u64;
+            if libc::read(e, (&mut v as *mut u64).cast(), 8) != 8 {
+                std::process::exit(1);
+            }
+            let _ = writeln!(f, "{n}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    unreachable!()
+}
+
 /// Runs workload `name` with `args`. Never returns.
 pub fn run(name: &str, args: &[String]) -> ! {
     match (name, args) {
@@ -340,6 +363,7 @@ pub fn run(name: &str, args: &[String]) -> ! {
         ("fifo", [out, path]) => pipe(out, Some(path)),
         ("threads", [dir]) => threads(dir),
         ("reader", [input, out]) => reader(input, out),
+        ("eventfd", [out]) => eventfd(out),
         ("memory", [out, file, mib]) => memory(out, file, mib.parse().unwrap_or(64)),
         ("forked", [dir, mib]) => forked(dir, mib.parse().unwrap_or(32)),
         _ => {

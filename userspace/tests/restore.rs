@@ -977,3 +977,52 @@ fn a_fifo_between_two_processes_keeps_its_bytes_proc_root() {
         fifo_round_trip("proc");
     }
 }
+
+/// An eventfd comes back with its counter: the program takes exactly what
+/// was left in it after the restore, then blocks.
+fn eventfd_round_trip(collector: &str) {
+    let out = scratch(&format!("eventfd-{collector}"));
+    let dir = scratch(&format!("img-eventfd-{collector}"));
+    let mut c = workload(&["eventfd", out.to_str().unwrap()]);
+    let pid = c.id() as i32;
+    wait_for("the program to take from its eventfd", || {
+        lines(&out).len() >= 30
+    });
+    let o = dumper(&[
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        dir.to_str().unwrap(),
+        "--collect",
+        collector,
+    ]);
+    ok(&o, "dump");
+    c.wait().unwrap();
+    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
+    let _kill = Kill(vec![pid]);
+    ok(&o, "restore");
+    wait_for("the eventfd to be empty", || lines(&out).len() >= 300);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        consecutive(&out),
+        300,
+        "the counter after the restore was not what was left"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&out);
+}
+
+#[test]
+fn an_eventfd_keeps_its_counter_bpf_root() {
+    if root_or_skip("an_eventfd_keeps_its_counter_bpf_root") {
+        eventfd_round_trip("bpf");
+    }
+}
+
+#[test]
+fn an_eventfd_keeps_its_counter_proc_root() {
+    if root_or_skip("an_eventfd_keeps_its_counter_proc_root") {
+        eventfd_round_trip("proc");
+    }
+}

@@ -757,6 +757,19 @@ fn fd_from(r: &FileRecord, id: u32, paths: &mut PathCache) -> Result<Option<Fd>,
         },
         path,
         file_id: id,
+        eventfd: if kind == FileType::Eventfd {
+            // The counter behind private_data is eventfd_ctx's, a type
+            // the program cannot tell from the others there: fdinfo has
+            // it, one read per eventfd.
+            let p = format!("/proc/{}/fdinfo/{}", r.tgid, r.fd);
+            match std::fs::read(&p) {
+                Ok(b) => super::fdinfo::parse_file(r.tgid, r.fd, &b)?.eventfd,
+                // Closed since the walk, as above.
+                Err(_) => return Ok(None),
+            }
+        } else {
+            None
+        },
     }))
 }
 

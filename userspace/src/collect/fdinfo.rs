@@ -8,6 +8,8 @@ pub struct FdInfo {
     pub flags: u32,
     pub mnt_id: i32,
     pub ino: u64,
+    /// The lines fs/eventfd.c adds (an eventfd's fdinfo only).
+    pub eventfd: Option<crate::model::Eventfd>,
 }
 
 /// [`parse`] of /proc/PID/fdinfo/FD's bytes, as a collection error that
@@ -39,10 +41,32 @@ pub fn parse(text: &str) -> Result<FdInfo, String> {
         }
         seen += 1;
         if seen == 4 {
-            return Ok(info);
+            break;
         }
     }
-    Err(format!("fdinfo: missing fields in {text:?}"))
+    if seen < 4 {
+        return Err(format!("fdinfo: missing fields in {text:?}"));
+    }
+    // The rest only for an eventfd (the common fields come first).
+    if let Some(at) = text.find("eventfd-count:") {
+        let mut e = crate::model::Eventfd::default();
+        for line in text[at..].lines() {
+            let Some((key, val)) = line.split_once(':') else {
+                continue;
+            };
+            let val = val.trim();
+            match key {
+                "eventfd-count" => {
+                    e.count = u64::from_str_radix(val, 16)
+                        .map_err(|_| format!("fdinfo: bad eventfd-count {val:?}"))?
+                }
+                "eventfd-semaphore" => e.semaphore = val == "1",
+                _ => {}
+            }
+        }
+        info.eventfd = Some(e);
+    }
+    Ok(info)
 }
 
 #[cfg(test)]
@@ -59,7 +83,11 @@ mod tests {
                 pos: 0,
                 flags: 0o2000002,
                 mnt_id: 17,
-                ino: 1039
+                ino: 1039,
+                eventfd: Some(crate::model::Eventfd {
+                    count: 0,
+                    semaphore: false
+                }),
             }
         );
     }
@@ -74,5 +102,13 @@ mod tests {
         assert!(parse("pos:\tx\n").is_err());
         assert!(parse("pos:\t1\nflags:\t0\n").is_err());
         assert!(parse("pos:\t1\nflags:\t9\nmnt_id:\t1\nino:\t1\n").is_err());
+        let e = parse("pos:\t0\nflags:\t02\nmnt_id:\t1\nino:\t1\neventfd-count:               2a\neventfd-id: 3\neventfd-semaphore: 1\n").unwrap();
+        assert_eq!(
+            e.eventfd,
+            Some(crate::model::Eventfd {
+                count: 42,
+                semaphore: true
+            })
+        );
     }
 }

@@ -319,6 +319,7 @@ fn read_fd(pid: i32, fd: u32) -> Result<Fd, Skip> {
         path: path.into(),
         // Raw identity is filled by assign_file_ids.
         file_id: 0,
+        eventfd: info.eventfd,
     })
 }
 

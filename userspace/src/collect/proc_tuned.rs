@@ -344,6 +344,7 @@ pub(super) fn fd_from(
         },
         path: path.into(),
         file_id: 0,
+        eventfd: info.eventfd,
     }
 }
 

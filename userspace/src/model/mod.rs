@@ -135,6 +135,16 @@ pub struct Fd {
     pub path: Arc<str>,
     /// Equal exactly when two fds refer to one open file description.
     pub file_id: u32,
+    /// An eventfd's counter and semaphore mode (fdinfo's `eventfd-count`
+    /// and `eventfd-semaphore`); None for other files.
+    pub eventfd: Option<Eventfd>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Eventfd {
+    pub count: u64,
+    /// EFD_SEMAPHORE.
+    pub semaphore: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,12 @@ use std::os::unix::fs::MetadataExt;
 pub fn restorable(k: FileType) -> bool {
     matches!(
         k,
-        FileType::Reg | FileType::Dir | FileType::Chr | FileType::Pipe | FileType::Fifo
+        FileType::Reg
+            | FileType::Dir
+            | FileType::Chr
+            | FileType::Pipe
+            | FileType::Fifo
+            | FileType::Eventfd
     )
 }
 
@@ -115,6 +120,25 @@ pub fn open(tr: &Tracee, f: &Fd, at: u32, tmp: u32) -> Result<(), TraceError> {
     }
     tr.run(&b)
         .map_err(|e| retitle(e, format!("opening {} for fd {at}", f.path)))?;
+    Ok(())
+}
+
+/// Makes the eventfd `f` at fd `at`, with its counter and semaphore mode.
+pub fn open_eventfd(tr: &Tracee, f: &Fd, at: u32, tmp: u32) -> Result<(), TraceError> {
+    let e = f.eventfd.unwrap_or_default();
+    let flags =
+        (f.flags as i32 & libc::O_NONBLOCK) | if e.semaphore { libc::EFD_SEMAPHORE } else { 0 };
+    let mut b = tr.batch();
+    let got = b.call("eventfd2", libc::SYS_eventfd2, &[0, flags as u64]);
+    if e.count != 0 {
+        // The counter goes in by a write (eventfd2 takes 32 bits).
+        let c = b.data(&e.count.to_le_bytes());
+        let i = b.call("write the eventfd counter", libc::SYS_write, &[0, c, 8]);
+        b.link(i, 0, got);
+    }
+    settle(&mut b, got, at, tmp + 2);
+    tr.run(&b)
+        .map_err(|e| retitle(e, format!("making the eventfd for fd {at}")))?;
     Ok(())
 }
 

@@ -240,6 +240,8 @@ impl<'a> Tree<'a> {
                         .then(|| self.img.inventory.pipes.iter().find(|p| p.ino == d.ino))
                         .flatten();
                     files::open_fifo(self.by(s)?, d, *fd, self.tmp, held)?;
+                } else if d.kind == FileType::Eventfd {
+                    files::open_eventfd(self.by(s)?, d, *fd, self.tmp)?;
                 } else {
                     files::open(self.by(s)?, d, *fd, self.tmp)?;
                 }
