@@ -354,6 +354,67 @@ pub fn eventfd(out: &str) -> ! {
     unreachable!()
 }
 
+/// Shared memory between two processes: a shared anonymous mapping the
+/// child inherits, and a memfd the root maps and the child maps itself
+/// (from the fd it inherited). The child adds one to a word of each every
+/// 5 ms; the root writes the two words it sees as a line `A B` to `out`.
+/// After a restore both go on from where they were only if the contents
+/// came back and the two processes share the objects again.
+pub fn shared(out: &str) -> ! {
+    let page = 4096;
+    // SAFETY: plain system calls and mappings of this process's own.
+    unsafe {
+        libc::setsid();
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        let anon = libc::mmap(
+            std::ptr::null_mut(),
+            16 * page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        let mfd = libc::memfd_create(c"dumper-shared".as_ptr(), 0);
+        if anon == libc::MAP_FAILED || mfd < 0 || libc::ftruncate(mfd, 16 * page as i64) < 0 {
+            std::process::exit(1);
+        }
+        let map = |fd: i32| {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                16 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            );
+            if p == libc::MAP_FAILED {
+                std::process::exit(1);
+            }
+            p as *mut u64
+        };
+        let a = anon as *mut u64;
+        fork(move || {
+            let m = map(mfd);
+            loop {
+                std::ptr::write_volatile(a, std::ptr::read_volatile(a) + 1);
+                std::ptr::write_volatile(m, std::ptr::read_volatile(m) + 1);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        });
+        let m = map(mfd);
+        let mut f = std::fs::File::create(out).unwrap_or_else(|_| std::process::exit(1));
+        loop {
+            let _ = writeln!(
+                f,
+                "{} {}",
+                std::ptr::read_volatile(a),
+                std::ptr::read_volatile(m)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
 /// Runs workload `name` with `args`. Never returns.
 pub fn run(name: &str, args: &[String]) -> ! {
     match (name, args) {
@@ -364,6 +425,7 @@ pub fn run(name: &str, args: &[String]) -> ! {
         ("threads", [dir]) => threads(dir),
         ("reader", [input, out]) => reader(input, out),
         ("eventfd", [out]) => eventfd(out),
+        ("shared", [out]) => shared(out),
         ("memory", [out, file, mib]) => memory(out, file, mib.parse().unwrap_or(64)),
         ("forked", [dir, mib]) => forked(dir, mib.parse().unwrap_or(32)),
         _ => {

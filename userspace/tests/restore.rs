@@ -1026,3 +1026,67 @@ fn an_eventfd_keeps_its_counter_proc_root() {
         eventfd_round_trip("proc");
     }
 }
+
+/// Shared anonymous memory and a memfd come back with their contents and
+/// shared again: the root sees the child's increments go on from where
+/// they were.
+fn shared_round_trip(collector: &str) {
+    let out = scratch(&format!("shared-{collector}"));
+    let dir = scratch(&format!("img-shared-{collector}"));
+    let mut c = workload(&["shared", out.to_str().unwrap()]);
+    let root = c.id() as i32;
+    let last = |p: &Path| -> (u64, u64) {
+        let l = lines(p);
+        let v: Vec<u64> = l.last().map_or(vec![0, 0], |x| {
+            x.split(' ').map(|n| n.parse().unwrap()).collect()
+        });
+        (v[0], v[1])
+    };
+    wait_for("the child to count in shared memory", || last(&out).0 >= 20);
+    let pids = tree_pids(root);
+    let o = dumper(&[
+        "dump",
+        "-t",
+        &root.to_string(),
+        "-D",
+        dir.to_str().unwrap(),
+        "--collect",
+        collector,
+    ]);
+    ok(&o, "dump");
+    c.wait().unwrap();
+    let dumped = last(&out);
+    let n = lines(&out).len();
+    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
+    let _kill = Kill(pids);
+    ok(&o, "restore");
+    wait_for("the counts to go on", || {
+        let now = last(&out);
+        now.0 >= dumped.0 + 20 && now.1 >= dumped.1 + 20
+    });
+    // Not from zero: the first line after the restore is where it was.
+    let first: Vec<u64> = lines(&out)[n]
+        .split(' ')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert!(
+        first[0] >= dumped.0 && first[1] >= dumped.1,
+        "{first:?} after {dumped:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&out);
+}
+
+#[test]
+fn shared_memory_is_shared_again_bpf_root() {
+    if root_or_skip("shared_memory_is_shared_again_bpf_root") {
+        shared_round_trip("bpf");
+    }
+}
+
+#[test]
+fn shared_memory_is_shared_again_proc_root() {
+    if root_or_skip("shared_memory_is_shared_again_proc_root") {
+        shared_round_trip("proc");
+    }
+}

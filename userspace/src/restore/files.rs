@@ -19,6 +19,7 @@ pub fn restorable(k: FileType) -> bool {
             | FileType::Pipe
             | FileType::Fifo
             | FileType::Eventfd
+            | FileType::Memfd
     )
 }
 

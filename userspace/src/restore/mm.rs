@@ -21,8 +21,10 @@ const MADV_POPULATE_WRITE: u64 = 23;
 /// Above the last user address (x86-64, 4-level paging).
 const TASK_END: u64 = 0x7fff_ffff_f000;
 
+/// A mapping of a file reopened by path (shared memory objects are made
+/// anew, `shm.rs`).
 fn is_file(v: &Vma) -> bool {
-    v.path.as_deref().is_some_and(|p| p.starts_with('/'))
+    v.path.as_deref().is_some_and(|p| p.starts_with('/')) && !crate::dump::memory::is_shmem(v)
 }
 
 fn special(v: &Vma) -> Option<&str> {
@@ -158,6 +160,7 @@ pub fn restore(
     task: &Task,
     img: &Image,
     inherited: Option<&Task>,
+    objects: &mut super::shm::Objects,
 ) -> Result<u64, RestoreError> {
     let pid = tr.pid;
     let hole = tr.hole();
@@ -311,8 +314,13 @@ pub fn restore(
         exe_fd = tr.run(&b)?.results[0] as u64;
     }
     let mut b = tr.batch();
+    let mut shared = vec![];
     for v in &task.vmas {
         if special(v).is_some() || kept.iter().any(|k| k.start == v.start) {
+            continue;
+        }
+        if crate::dump::memory::is_shmem(v) {
+            shared.push(v);
             continue;
         }
         if !b.fits(4 + ADVICE.len(), 0) {
@@ -396,6 +404,9 @@ pub fn restore(
         b.call("close", libc::SYS_close, &[fd]);
     }
     flush(tr, &mut b)?;
+    for v in shared {
+        objects.map(tr, v, img)?;
+    }
 
     // The pages, through /proc/PID/mem (which writes whatever the
     // protection, as the kernel's copy-on-write for a debugger): in kept

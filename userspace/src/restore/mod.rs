@@ -20,6 +20,7 @@
 
 pub mod files;
 pub mod mm;
+pub mod shm;
 pub mod task;
 pub mod tracee;
 pub mod tree;
@@ -106,9 +107,9 @@ pub fn check(img: &Image) -> Result<(), RestoreError> {
             }
         }
         for v in &t.vmas {
-            if crate::dump::memory::is_shmem(v) {
+            if v.path.as_deref().is_some_and(|p| p.starts_with("/SYSV")) {
                 return no(format!(
-                    "process {} maps shared memory at {:#x}-{:#x} ({}): restoring it is not supported yet",
+                    "process {} maps SysV shared memory at {:#x}-{:#x} ({}): restoring it is not supported yet",
                     t.pid,
                     v.start,
                     v.end,
@@ -202,6 +203,24 @@ impl Drop for Created {
 /// is the restorer; pipes are new (new inodes); what a dump adds beyond
 /// the snapshot (detail) is not collected here.
 fn comparable(mut s: Snapshot, root: i32) -> Snapshot {
+    // Shared memory objects are new ones: compared by which mappings and
+    // fds share one (numbered by first appearance), not by inode.
+    let mut objects: std::collections::HashMap<u64, u64> = Default::default();
+    s.tasks.sort_by_key(|t| t.pid);
+    for t in &mut s.tasks {
+        for v in t
+            .vmas
+            .iter_mut()
+            .filter(|v| crate::dump::memory::is_shmem(v))
+        {
+            let n = objects.len() as u64;
+            v.ino = *objects.entry(v.ino).or_insert(n);
+        }
+        for f in t.fds.iter_mut().filter(|f| f.kind == FileType::Memfd) {
+            let n = objects.len() as u64;
+            f.ino = *objects.entry(f.ino).or_insert(n);
+        }
+    }
     for t in &mut s.tasks {
         t.detail = None;
         if t.pid == root {

@@ -26,6 +26,8 @@ pub struct Tree<'a> {
     pub memory_ns: u64,
     /// FIFOs (by inode) already refilled with what they held.
     refilled: std::collections::HashSet<u64>,
+    /// Shared memory objects made so far.
+    shm: super::shm::Objects,
 }
 
 const CLONE_FILES: u64 = libc::CLONE_FILES as u64;
@@ -63,6 +65,7 @@ impl<'a> Tree<'a> {
             pages_written: 0,
             memory_ns: 0,
             refilled: Default::default(),
+            shm: Default::default(),
         }
     }
 
@@ -132,7 +135,8 @@ impl<'a> Tree<'a> {
                     Some(task) => {
                         let t0 = std::time::Instant::now();
                         let inherited = from.and_then(|f| self.task(f));
-                        self.pages_written += super::mm::restore(&t, task, self.img, inherited)?;
+                        self.pages_written +=
+                            super::mm::restore(&t, task, self.img, inherited, &mut self.shm)?;
                         self.memory_ns += t0.elapsed().as_nanos() as u64;
                         Some(*pid)
                     }
@@ -240,6 +244,14 @@ impl<'a> Tree<'a> {
                         .then(|| self.img.inventory.pipes.iter().find(|p| p.ino == d.ino))
                         .flatten();
                     files::open_fifo(self.by(s)?, d, *fd, self.tmp, held)?;
+                } else if d.kind == FileType::Memfd {
+                    let by = self.procs.get(&s.by).ok_or_else(|| {
+                        RestoreError::Plan(format!(
+                            "plan step \"{s}\": process {} is not there",
+                            s.by
+                        ))
+                    })?;
+                    self.shm.open(by, d, *fd, self.tmp, self.img)?;
                 } else if d.kind == FileType::Eventfd {
                     files::open_eventfd(self.by(s)?, d, *fd, self.tmp)?;
                 } else {
