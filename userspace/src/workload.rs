@@ -96,10 +96,11 @@ pub fn tree(dir: &str) -> ! {
 /// 3, ... a line each into the pipe as fast as it takes them (so it is
 /// full, 64 KiB buffered, most of the time); the root reads a line every
 /// 2 ms (through a 16-byte buffer: what it has not read is in the pipe)
-/// With `fifo`, the two talk through a FIFO made at that path instead.
+/// With `fifo`, the two talk through a FIFO made at that path instead;
+/// with `socket`, through a unix stream socket pair.
 /// and writes it to `out`. Bytes a restore lost or repeated show as
 /// a gap or a repeat in `out`.
-pub fn pipe(out: &str, fifo: Option<&str>) -> ! {
+pub fn pipe(out: &str, fifo: Option<&str>, socket: bool) -> ! {
     // SAFETY: plain system calls on this process.
     unsafe {
         libc::setsid();
@@ -118,8 +119,15 @@ pub fn pipe(out: &str, fifo: Option<&str>) -> ! {
         }
         None => {
             let mut fds = [0; 2];
-            // SAFETY: pipe into a local array.
-            if unsafe { libc::pipe(fds.as_mut_ptr()) } < 0 {
+            // SAFETY: pipe or socketpair into a local array.
+            let r = unsafe {
+                if socket {
+                    libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr())
+                } else {
+                    libc::pipe(fds.as_mut_ptr())
+                }
+            };
+            if r < 0 {
                 std::process::exit(1);
             }
             (fds[0], fds[1])
@@ -420,8 +428,9 @@ pub fn run(name: &str, args: &[String]) -> ! {
     match (name, args) {
         ("counter", [out]) => counter(out),
         ("tree", [dir]) => tree(dir),
-        ("pipe", [out]) => pipe(out, None),
-        ("fifo", [out, path]) => pipe(out, Some(path)),
+        ("pipe", [out]) => pipe(out, None, false),
+        ("fifo", [out, path]) => pipe(out, Some(path), false),
+        ("socket", [out]) => pipe(out, None, true),
         ("threads", [dir]) => threads(dir),
         ("reader", [input, out]) => reader(input, out),
         ("eventfd", [out]) => eventfd(out),

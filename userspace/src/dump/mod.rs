@@ -10,6 +10,7 @@
 
 pub mod memory;
 pub mod pipes;
+pub mod sockets;
 pub mod threads;
 
 use crate::collect::{self, CollectError, Collector};
@@ -139,6 +140,7 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
     let mut snap = primary.collect_frozen(&mut frozen, true)?;
     let (threads, shared_siginfo) = threads::collect(&snap, &frozen)?;
     let pipes = pipes::collect(&snap)?;
+    let sockets = sockets::collect(&snap)?;
     report.collect_ns = ns(tc.elapsed());
     log_snapshot(&snap);
     log_info!("collected in {} us", report.collect_ns / 1000);
@@ -205,6 +207,7 @@ pub fn dump(o: &Options, on_mismatch: impl Fn(&compare::Mismatch)) -> Result<Rep
             shared_siginfo,
             job_stopped,
             pipes,
+            sockets,
         },
     )?;
     let manifest = Manifest {

@@ -42,6 +42,21 @@ pub struct Inventory {
     pub job_stopped: Vec<(i32, i32)>,
     /// What each pipe of the tree held, by inode.
     pub pipes: Vec<PipeData>,
+    /// Each unix socket of the tree, by inode.
+    pub sockets: Vec<UnixSocket>,
+}
+
+/// A unix socket: its type (SOCK_STREAM, ...), its peer (sock_diag's),
+/// whether it is bound to a name, and the bytes queued for it to read
+/// (stream sockets; peeked, not taken).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnixSocket {
+    pub ino: u64,
+    pub kind: u32,
+    pub peer: u64,
+    pub peer_in_tree: bool,
+    pub bound: bool,
+    pub data: Vec<u8>,
 }
 
 /// The bytes buffered in a pipe at the dump, copied without taking them

@@ -43,6 +43,7 @@ pub fn json(img: &Image) -> Value {
         "threads": threads,
         "shared_siginfo": shared,
         "job_stopped": img.inventory.job_stopped,
+        "sockets": img.inventory.sockets,
         "pipes": img.inventory.pipes.iter().map(|p| json!({"ino": p.ino, "capacity": p.capacity, "data": hex(&p.data)})).collect::<Vec<_>>(),
         "memory": img.memory,
     })

@@ -6,6 +6,17 @@ use crate::image::read::Image;
 use crate::model::FileType;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The peer of unix socket `ino` when the two are a pair the restore can
+/// make (unbound, the peer in the tree).
+pub fn pair_of(img: &Image, ino: u64) -> Option<u64> {
+    img.inventory
+        .sockets
+        .iter()
+        .find(|s| s.ino == ino)
+        .filter(|s| !s.bound && s.peer_in_tree && s.peer != 0)
+        .map(|s| s.peer)
+}
+
 pub fn target(img: &Image) -> Result<Target, String> {
     let snap = &img.inventory.snapshot;
     let pids: BTreeSet<i32> = snap.tasks.iter().map(|t| t.pid).collect();
@@ -44,11 +55,15 @@ pub fn target(img: &Image) -> Result<Target, String> {
     // Files: pipes by inode (the read end and the write end), everything
     // else as a plain description (socket peers are not in the image).
     let mut pipe_ends: BTreeMap<u64, (Option<String>, Option<String>)> = BTreeMap::new();
+    let mut socket_ids: BTreeMap<u64, String> = BTreeMap::new();
     for task in snap.tasks.iter().filter(|t| t.state != "Z") {
         let mut fds = BTreeMap::new();
         for f in &task.fds {
             let id = format!("f{}", f.file_id);
-            if f.kind == FileType::Pipe {
+            if f.kind == FileType::Unix && pair_of(img, f.ino).is_some() {
+                // Made with its peer by the Socketpair loop below.
+                socket_ids.entry(f.ino).or_insert_with(|| id.clone());
+            } else if f.kind == FileType::Pipe {
                 let e = pipe_ends.entry(f.ino).or_default();
                 if f.flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32 {
                     e.1 = Some(id.clone());
@@ -62,6 +77,21 @@ pub fn target(img: &Image) -> Result<Target, String> {
         }
         if !fds.is_empty() {
             t.fds.insert(task.pid, fds);
+        }
+    }
+    // Unix socket pairs with both ends in the tree: each pair once.
+    for (&ino, a) in &socket_ids {
+        let peer = pair_of(img, ino).unwrap_or(0);
+        if ino < peer {
+            let b = socket_ids
+                .get(&peer)
+                .cloned()
+                .unwrap_or_else(|| format!("sock{peer}"));
+            t.files.extend(File::pair(Kind::Socket, a, &b));
+        } else if !socket_ids.contains_key(&peer) {
+            // Its peer is in the tree but in no fd (only in flight).
+            t.files
+                .extend(File::pair(Kind::Socket, &format!("sock{peer}"), a));
         }
     }
     for (ino, (r, w)) in pipe_ends {

@@ -20,6 +20,7 @@ pub fn restorable(k: FileType) -> bool {
             | FileType::Fifo
             | FileType::Eventfd
             | FileType::Memfd
+            | FileType::Unix
     )
 }
 
@@ -263,6 +264,59 @@ pub fn pipe(
         refill(tr, got[1] as u64, h)?;
     }
     place(tr, &got, &at, tmp)?;
+    nonblock(tr, ends, at)
+}
+
+/// Makes a unix socket pair of type `kind` whose ends are `ends` at fds
+/// `at`, each with the bytes that were queued for it to read (written
+/// into the other end).
+pub fn socketpair(
+    tr: &Tracee,
+    kind: u32,
+    ends: [Option<&Fd>; 2],
+    at: [u32; 2],
+    tmp: u32,
+    queued: [&[u8]; 2],
+) -> Result<(), TraceError> {
+    let mut b = tr.batch();
+    let fds = b.space(8);
+    b.call(
+        "socketpair",
+        libc::SYS_socketpair,
+        &[libc::AF_UNIX as u64, kind as u64, 0, fds],
+    );
+    let ran = tr.run(&b)?;
+    let raw = ran.bytes(fds, 8);
+    let got = [
+        i32::from_le_bytes(raw[0..4].try_into().unwrap()) as i64,
+        i32::from_le_bytes(raw[4..8].try_into().unwrap()) as i64,
+    ];
+    for (i, q) in queued.iter().enumerate() {
+        // What end i had to read was sent by the other end.
+        let from = got[1 - i] as u64;
+        for chunk in q.chunks(super::tracee::MAX_DATA / 2) {
+            let mut b = tr.batch();
+            let a = b.data(chunk);
+            b.call(
+                "write into a socket",
+                libc::SYS_write,
+                &[from, a, chunk.len() as u64],
+            );
+            if tr.run(&b)?.results[0] != chunk.len() as i64 {
+                return Err(super::tracee::terr(
+                    tr.pid,
+                    "refilling a socket",
+                    "short write",
+                ));
+            }
+        }
+    }
+    place(tr, &got, &at, tmp)?;
+    nonblock(tr, ends, at)
+}
+
+/// O_NONBLOCK (and O_DIRECT, for pipes) per end, as dumped.
+fn nonblock(tr: &Tracee, ends: [Option<&Fd>; 2], at: [u32; 2]) -> Result<(), TraceError> {
     let mut b = tr.batch();
     for (e, &fd) in ends.iter().zip(&at) {
         let fl = e.map_or(0, |f| f.flags as i32) & (libc::O_NONBLOCK | libc::O_DIRECT);

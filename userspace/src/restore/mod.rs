@@ -96,6 +96,12 @@ pub fn check(img: &Image) -> Result<(), RestoreError> {
             continue;
         }
         for f in &t.fds {
+            if f.kind == FileType::Unix && crate::plan::from_image::pair_of(img, f.ino).is_none() {
+                return no(format!(
+                    "process {} fd {} is a unix socket bound to a name or connected outside the tree ({}): restoring it is not supported yet",
+                    t.pid, f.fd, f.path
+                ));
+            }
             if !files::restorable(f.kind) {
                 return no(format!(
                     "process {} fd {} is {} ({}): restoring it is not supported yet",
@@ -200,7 +206,7 @@ impl Drop for Created {
 }
 
 /// What a restored tree and its image may differ in: the root's parent
-/// is the restorer; pipes are new (new inodes); what a dump adds beyond
+/// is the restorer; pipes and socket pairs are new (new inodes); what a dump adds beyond
 /// the snapshot (detail) is not collected here.
 fn comparable(mut s: Snapshot, root: i32) -> Snapshot {
     // Shared memory objects are new ones: compared by which mappings and
@@ -230,6 +236,10 @@ fn comparable(mut s: Snapshot, root: i32) -> Snapshot {
             if f.kind == FileType::Pipe {
                 f.ino = 0;
                 f.path = "pipe:".into();
+            }
+            if f.kind == FileType::Unix {
+                f.ino = 0;
+                f.path = "socket:".into();
             }
         }
     }

@@ -274,10 +274,21 @@ impl<'a> Tree<'a> {
                 let held = self.img.inventory.pipes.iter().find(|p| Some(p.ino) == ino);
                 files::pipe(self.by(s)?, ends, *fds, self.tmp, held)?;
             }
-            Op::Socketpair { .. } => {
-                return Err(RestoreError::Unsupported(format!(
-                    "plan step \"{s}\": socket pairs are not restored yet"
-                )));
+            Op::Socketpair { files: ids, fds } => {
+                if s.by == 1 {
+                    return unsupported();
+                }
+                let ends = [self.desc(&ids[0]), self.desc(&ids[1])];
+                let sock = |e: Option<&Fd>| {
+                    e.and_then(|f| self.img.inventory.sockets.iter().find(|x| x.ino == f.ino))
+                };
+                let (a, b) = (sock(ends[0]), sock(ends[1]));
+                let kind = a.or(b).map_or(libc::SOCK_STREAM as u32, |x| x.kind);
+                let queued = [
+                    a.map_or(&[][..], |x| x.data.as_slice()),
+                    b.map_or(&[][..], |x| x.data.as_slice()),
+                ];
+                files::socketpair(self.by(s)?, kind, ends, *fds, self.tmp, queued)?;
             }
             Op::Dup2 { from, to } => {
                 if s.by == 1 {
