@@ -125,21 +125,28 @@ pub fn regs(tid: i32) -> Result<Regs, i32> {
     Ok(r)
 }
 
-pub fn set_regs(tid: i32, r: &Regs) -> Result<(), i32> {
+fn setregset(tid: i32, note: usize, bytes: &[u8]) -> Result<(), i32> {
     let mut iov = libc::iovec {
-        iov_base: r as *const Regs as *mut libc::c_void,
-        iov_len: size_of::<Regs>(),
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
     };
-    // SAFETY: the iovec points at a whole user_regs_struct the kernel reads.
+    // SAFETY: the iovec points at bytes, which the kernel only reads.
     unsafe {
         raw(
             libc::PTRACE_SETREGSET,
             tid,
-            NT_PRSTATUS,
+            note,
             &mut iov as *mut _ as usize,
         )
     }
     .map(|_| ())
+}
+
+pub fn set_regs(tid: i32, r: &Regs) -> Result<(), i32> {
+    // SAFETY: viewing the struct as its bytes, which the kernel reads.
+    let bytes =
+        unsafe { std::slice::from_raw_parts(r as *const Regs as *const u8, size_of::<Regs>()) };
+    setregset(tid, NT_PRSTATUS, bytes)
 }
 
 /// The thread's XSAVE area (FPU, SSE, AVX, ...), as long as the CPU's.
@@ -158,20 +165,7 @@ pub fn xstate(tid: i32) -> Result<Vec<u8>, i32> {
 /// Sets the XSAVE area [`xstate`] read (same CPU features: the kernel
 /// refuses a layout it does not know).
 pub fn set_xstate(tid: i32, x: &[u8]) -> Result<(), i32> {
-    let mut iov = libc::iovec {
-        iov_base: x.as_ptr() as *mut libc::c_void,
-        iov_len: x.len(),
-    };
-    // SAFETY: the iovec points at x, which the kernel only reads.
-    unsafe {
-        raw(
-            libc::PTRACE_SETREGSET,
-            tid,
-            NT_X86_XSTATE,
-            &mut iov as *mut _ as usize,
-        )
-    }
-    .map(|_| ())
+    setregset(tid, NT_X86_XSTATE, x)
 }
 
 pub fn rseq(tid: i32) -> Result<Rseq, i32> {

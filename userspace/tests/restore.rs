@@ -11,6 +11,28 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Two tests of `NAME`, `NAME::bpf_root` and `NAME::proc_root`: the
+/// round trip `f` (with `extra` arguments) dumped with each collector.
+macro_rules! each_collector {
+    ($name:ident, $f:ident $(, $extra:expr)*) => {
+        mod $name {
+            #[test]
+            fn bpf_root() {
+                if super::root_or_skip(concat!(stringify!($name), "::bpf_root")) {
+                    super::$f("bpf" $(, $extra)*);
+                }
+            }
+
+            #[test]
+            fn proc_root() {
+                if super::root_or_skip(concat!(stringify!($name), "::proc_root")) {
+                    super::$f("proc" $(, $extra)*);
+                }
+            }
+        }
+    };
+}
+
 /// Kills these processes when dropped, so that a failing test leaves no
 /// restored tree running.
 struct Kill(Vec<i32>);
@@ -22,6 +44,31 @@ impl Drop for Kill {
             unsafe { libc::kill(p, libc::SIGKILL) };
         }
     }
+}
+
+/// Dumps the tree rooted at `root` (the workload `c`) with `collector`
+/// into `dir`; the dump kills it, and `c` is reaped so its pid is free.
+fn dump_killed(c: &mut Child, root: i32, dir: &Path, collector: &str) {
+    let o = dumper(&[
+        "dump",
+        "-t",
+        &root.to_string(),
+        "-D",
+        dir.to_str().unwrap(),
+        "--collect",
+        collector,
+    ]);
+    ok(&o, "dump");
+    c.wait().unwrap();
+}
+
+/// Restores `dir` with --detach; the guard kills `pids` (the restored
+/// tree) when the test ends, whether it passes or not.
+fn restore_detached(dir: &Path, pids: Vec<i32>) -> Kill {
+    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
+    let kill = Kill(pids);
+    ok(&o, "restore");
+    kill
 }
 
 fn dumper(args: &[&str]) -> Output {
@@ -189,19 +236,10 @@ fn counter_round_trip(collector: &str) {
     let _ = std::fs::remove_file(&out);
 }
 
-#[test]
-fn a_counter_counts_on_from_where_it_was_dumped_bpf_root() {
-    if root_or_skip("a_counter_counts_on_from_where_it_was_dumped_bpf_root") {
-        counter_round_trip("bpf");
-    }
-}
-
-#[test]
-fn a_counter_counts_on_from_where_it_was_dumped_proc_root() {
-    if root_or_skip("a_counter_counts_on_from_where_it_was_dumped_proc_root") {
-        counter_round_trip("proc");
-    }
-}
+each_collector!(
+    a_counter_counts_on_from_where_it_was_dumped,
+    counter_round_trip
+);
 
 /// (ppid, pgid, sid, state, exit_code) from /proc/PID/stat.
 fn ids(pid: i32) -> Option<(i32, i32, i32, char, i32)> {
@@ -256,22 +294,10 @@ fn tree_round_trip(collector: &str) {
         before.iter().any(|(_, i)| i.3 == 'Z' && i.4 == 7 << 8),
         "{before:?}"
     );
-    let o = dumper(&[
-        "dump",
-        "-t",
-        &root.to_string(),
-        "-D",
-        dir.to_str().unwrap(),
-        "--collect",
-        collector,
-    ]);
-    ok(&o, "dump");
-    c.wait().unwrap();
+    dump_killed(&mut c, root, &dir, collector);
     let dumped: Vec<u64> = names.iter().map(|n| consecutive(&out.join(n))).collect();
 
-    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
-    let _kill = Kill(before.iter().map(|b| b.0).collect());
-    ok(&o, "restore");
+    let _kill = restore_detached(&dir, before.iter().map(|b| b.0).collect());
     wait_for("the restored counters", || {
         names
             .iter()
@@ -329,19 +355,10 @@ fn tree_round_trip(collector: &str) {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-#[test]
-fn a_tree_of_sessions_groups_and_a_zombie_comes_back_bpf_root() {
-    if root_or_skip("a_tree_of_sessions_groups_and_a_zombie_comes_back_bpf_root") {
-        tree_round_trip("bpf");
-    }
-}
-
-#[test]
-fn a_tree_of_sessions_groups_and_a_zombie_comes_back_proc_root() {
-    if root_or_skip("a_tree_of_sessions_groups_and_a_zombie_comes_back_proc_root") {
-        tree_round_trip("proc");
-    }
-}
+each_collector!(
+    a_tree_of_sessions_groups_and_a_zombie_comes_back,
+    tree_round_trip
+);
 
 /// A writer into a pipe (or a unix socket pair) whose reader is another
 /// process of the tree: the bytes buffered at the dump (the pipe's 64 KiB,
@@ -354,17 +371,7 @@ fn pipe_round_trip(collector: &str, kind: &str) {
     let root = c.id() as i32;
     wait_for("the reader", || lines(&out).len() >= 50);
     let pids = tree_pids(root);
-    let o = dumper(&[
-        "dump",
-        "-t",
-        &root.to_string(),
-        "-D",
-        dir.to_str().unwrap(),
-        "--collect",
-        collector,
-    ]);
-    ok(&o, "dump");
-    c.wait().unwrap();
+    dump_killed(&mut c, root, &dir, collector);
     let show = dumper(&["show", "--json", dir.to_str().unwrap()]);
     ok(&show, "show");
     let v: Value = serde_json::from_slice(&show.stdout).unwrap();
@@ -382,9 +389,7 @@ fn pipe_round_trip(collector: &str, kind: &str) {
         "the {kind} held {held} bytes at the dump, not full"
     );
     let dumped = consecutive(&out);
-    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
-    let _kill = Kill(pids);
-    ok(&o, "restore");
+    let _kill = restore_detached(&dir, pids);
     wait_for("the reader to read on", || {
         lines(&out).len() as u64 >= dumped + 100
     });
@@ -394,33 +399,16 @@ fn pipe_round_trip(collector: &str, kind: &str) {
     let _ = std::fs::remove_file(&out);
 }
 
-#[test]
-fn a_pipe_between_two_processes_keeps_its_bytes_bpf_root() {
-    if root_or_skip("a_pipe_between_two_processes_keeps_its_bytes_bpf_root") {
-        pipe_round_trip("bpf", "pipe");
-    }
-}
-
-#[test]
-fn a_socket_pair_between_two_processes_keeps_its_bytes_bpf_root() {
-    if root_or_skip("a_socket_pair_between_two_processes_keeps_its_bytes_bpf_root") {
-        pipe_round_trip("bpf", "socket");
-    }
-}
-
-#[test]
-fn a_socket_pair_between_two_processes_keeps_its_bytes_proc_root() {
-    if root_or_skip("a_socket_pair_between_two_processes_keeps_its_bytes_proc_root") {
-        pipe_round_trip("proc", "socket");
-    }
-}
-
-#[test]
-fn a_pipe_between_two_processes_keeps_its_bytes_proc_root() {
-    if root_or_skip("a_pipe_between_two_processes_keeps_its_bytes_proc_root") {
-        pipe_round_trip("proc", "pipe");
-    }
-}
+each_collector!(
+    a_pipe_between_two_processes_keeps_its_bytes,
+    pipe_round_trip,
+    "pipe"
+);
+each_collector!(
+    a_socket_pair_between_two_processes_keeps_its_bytes,
+    pipe_round_trip,
+    "socket"
+);
 
 fn status_kib(pid: i32, key: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -451,21 +439,9 @@ fn memory_round_trip(collector: &str) {
     };
     wait_for("the memory workload", || oks(&out) >= 2);
     let rss = status_kib(pid, "VmRSS:");
-    let o = dumper(&[
-        "dump",
-        "-t",
-        &pid.to_string(),
-        "-D",
-        dir.to_str().unwrap(),
-        "--collect",
-        collector,
-    ]);
-    ok(&o, "dump");
-    c.wait().unwrap();
+    dump_killed(&mut c, pid, &dir, collector);
     let dumped = oks(&out);
-    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
-    let _kill = Kill(vec![pid]);
-    ok(&o, "restore");
+    let _kill = restore_detached(&dir, vec![pid]);
     wait_for("the restored workload to check its memory", || {
         oks(&out) >= dumped + 3
     });
@@ -486,19 +462,7 @@ fn memory_round_trip(collector: &str) {
     let _ = std::fs::remove_file(&file);
 }
 
-#[test]
-fn memory_comes_back_byte_for_byte_bpf_root() {
-    if root_or_skip("memory_comes_back_byte_for_byte_bpf_root") {
-        memory_round_trip("bpf");
-    }
-}
-
-#[test]
-fn memory_comes_back_byte_for_byte_proc_root() {
-    if root_or_skip("memory_comes_back_byte_for_byte_proc_root") {
-        memory_round_trip("proc");
-    }
-}
+each_collector!(memory_comes_back_byte_for_byte, memory_round_trip);
 
 fn pss_kib(pids: &[i32]) -> u64 {
     pids.iter()
@@ -531,21 +495,9 @@ fn forked_round_trip(collector: &str) {
     let pids = tree_pids(root);
     assert_eq!(pids.len(), 4);
     let before = pss_kib(&pids);
-    let o = dumper(&[
-        "dump",
-        "-t",
-        &root.to_string(),
-        "-D",
-        dir.to_str().unwrap(),
-        "--collect",
-        collector,
-    ]);
-    ok(&o, "dump");
-    c.wait().unwrap();
+    dump_killed(&mut c, root, &dir, collector);
     let dumped: Vec<usize> = names.iter().map(|n| oks(n)).collect();
-    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
-    let _kill = Kill(pids.clone());
-    ok(&o, "restore");
+    let _kill = restore_detached(&dir, pids.clone());
     wait_for("the restored tree to check its memory", || {
         names.iter().zip(&dumped).all(|(n, d)| oks(n) >= d + 2)
     });
@@ -558,19 +510,7 @@ fn forked_round_trip(collector: &str) {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-#[test]
-fn a_forked_tree_shares_its_memory_again_bpf_root() {
-    if root_or_skip("a_forked_tree_shares_its_memory_again_bpf_root") {
-        forked_round_trip("bpf");
-    }
-}
-
-#[test]
-fn a_forked_tree_shares_its_memory_again_proc_root() {
-    if root_or_skip("a_forked_tree_shares_its_memory_again_proc_root") {
-        forked_round_trip("proc");
-    }
-}
+each_collector!(a_forked_tree_shares_its_memory_again, forked_round_trip);
 
 fn error_line(o: &Output) -> String {
     let e = String::from_utf8_lossy(&o.stderr).to_string();
@@ -733,21 +673,9 @@ fn python_round_trip(collector: &str) {
     let mut c = cmd.spawn().expect("python3");
     let pid = c.id() as i32;
     wait_for("python to count", || lines(&out).len() >= 20);
-    let o = dumper(&[
-        "dump",
-        "-t",
-        &pid.to_string(),
-        "-D",
-        dir.to_str().unwrap(),
-        "--collect",
-        collector,
-    ]);
-    ok(&o, "dump");
-    c.wait().unwrap();
+    dump_killed(&mut c, pid, &dir, collector);
     let dumped = consecutive(&out);
-    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
-    let _kill = Kill(vec![pid]);
-    ok(&o, "restore");
+    let _kill = restore_detached(&dir, vec![pid]);
     wait_for("python to count on", || {
         lines(&out).len() as u64 >= dumped + 20
     });
@@ -756,19 +684,7 @@ fn python_round_trip(collector: &str) {
     let _ = std::fs::remove_file(&out);
 }
 
-#[test]
-fn python_counts_on_in_its_loop_bpf_root() {
-    if root_or_skip("python_counts_on_in_its_loop_bpf_root") {
-        python_round_trip("bpf");
-    }
-}
-
-#[test]
-fn python_counts_on_in_its_loop_proc_root() {
-    if root_or_skip("python_counts_on_in_its_loop_proc_root") {
-        python_round_trip("proc");
-    }
-}
+each_collector!(python_counts_on_in_its_loop, python_round_trip);
 
 /// Without --detach, dumper waits for the restored root and exits with
 /// its status, as the root's parent would see it (128 + a signal's
@@ -844,21 +760,9 @@ fn threads_round_trip(collector: &str) {
     };
     let (before, mask_before) = (tids(pid), masks(pid));
     assert_eq!(before.len(), 4);
-    let o = dumper(&[
-        "dump",
-        "-t",
-        &pid.to_string(),
-        "-D",
-        dir.to_str().unwrap(),
-        "--collect",
-        collector,
-    ]);
-    ok(&o, "dump");
-    c.wait().unwrap();
+    dump_killed(&mut c, pid, &dir, collector);
     let dumped: Vec<u64> = names.iter().map(|n| consecutive(&out.join(n))).collect();
-    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
-    let _kill = Kill(vec![pid]);
-    ok(&o, "restore");
+    let _kill = restore_detached(&dir, vec![pid]);
     assert_eq!(tids(pid), before, "thread ids after the restore");
     assert_eq!(
         masks(pid),
@@ -883,19 +787,10 @@ fn threads_round_trip(collector: &str) {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-#[test]
-fn threads_come_back_each_with_its_own_state_bpf_root() {
-    if root_or_skip("threads_come_back_each_with_its_own_state_bpf_root") {
-        threads_round_trip("bpf");
-    }
-}
-
-#[test]
-fn threads_come_back_each_with_its_own_state_proc_root() {
-    if root_or_skip("threads_come_back_each_with_its_own_state_proc_root") {
-        threads_round_trip("proc");
-    }
-}
+each_collector!(
+    threads_come_back_each_with_its_own_state,
+    threads_round_trip
+);
 
 /// A program reading a file goes on at the same offset.
 fn reader_round_trip(collector: &str) {
@@ -907,21 +802,9 @@ fn reader_round_trip(collector: &str) {
     let mut c = workload(&["reader", input.to_str().unwrap(), out.to_str().unwrap()]);
     let pid = c.id() as i32;
     wait_for("the reader", || lines(&out).len() >= 30);
-    let o = dumper(&[
-        "dump",
-        "-t",
-        &pid.to_string(),
-        "-D",
-        dir.to_str().unwrap(),
-        "--collect",
-        collector,
-    ]);
-    ok(&o, "dump");
-    c.wait().unwrap();
+    dump_killed(&mut c, pid, &dir, collector);
     let dumped = consecutive(&out);
-    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
-    let _kill = Kill(vec![pid]);
-    ok(&o, "restore");
+    let _kill = restore_detached(&dir, vec![pid]);
     wait_for("the reader to read on", || {
         lines(&out).len() as u64 >= dumped + 30
     });
@@ -932,19 +815,7 @@ fn reader_round_trip(collector: &str) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn a_reader_reads_on_at_its_offset_bpf_root() {
-    if root_or_skip("a_reader_reads_on_at_its_offset_bpf_root") {
-        reader_round_trip("bpf");
-    }
-}
-
-#[test]
-fn a_reader_reads_on_at_its_offset_proc_root() {
-    if root_or_skip("a_reader_reads_on_at_its_offset_proc_root") {
-        reader_round_trip("proc");
-    }
-}
+each_collector!(a_reader_reads_on_at_its_offset, reader_round_trip);
 
 /// The same through a FIFO: its buffered bytes are there after the
 /// restore, and each side opens it again as it had.
@@ -956,17 +827,7 @@ fn fifo_round_trip(collector: &str) {
     let root = c.id() as i32;
     wait_for("the reader", || lines(&out).len() >= 50);
     let pids = tree_pids(root);
-    let o = dumper(&[
-        "dump",
-        "-t",
-        &root.to_string(),
-        "-D",
-        dir.to_str().unwrap(),
-        "--collect",
-        collector,
-    ]);
-    ok(&o, "dump");
-    c.wait().unwrap();
+    dump_killed(&mut c, root, &dir, collector);
     let show = dumper(&["show", "--json", dir.to_str().unwrap()]);
     let v: Value = serde_json::from_slice(&show.stdout).unwrap();
     let held = v["pipes"][0]["data"].as_str().unwrap().len() / 2;
@@ -975,9 +836,7 @@ fn fifo_round_trip(collector: &str) {
         "the FIFO held {held} bytes at the dump, not full"
     );
     let dumped = consecutive(&out);
-    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
-    let _kill = Kill(pids);
-    ok(&o, "restore");
+    let _kill = restore_detached(&dir, pids);
     wait_for("the reader to read on", || {
         lines(&out).len() as u64 >= dumped + 100
     });
@@ -987,19 +846,10 @@ fn fifo_round_trip(collector: &str) {
     let _ = std::fs::remove_file(&fifo);
 }
 
-#[test]
-fn a_fifo_between_two_processes_keeps_its_bytes_bpf_root() {
-    if root_or_skip("a_fifo_between_two_processes_keeps_its_bytes_bpf_root") {
-        fifo_round_trip("bpf");
-    }
-}
-
-#[test]
-fn a_fifo_between_two_processes_keeps_its_bytes_proc_root() {
-    if root_or_skip("a_fifo_between_two_processes_keeps_its_bytes_proc_root") {
-        fifo_round_trip("proc");
-    }
-}
+each_collector!(
+    a_fifo_between_two_processes_keeps_its_bytes,
+    fifo_round_trip
+);
 
 /// An eventfd comes back with its counter: the program takes exactly what
 /// was left in it after the restore, then blocks.
@@ -1011,20 +861,8 @@ fn eventfd_round_trip(collector: &str) {
     wait_for("the program to take from its eventfd", || {
         lines(&out).len() >= 30
     });
-    let o = dumper(&[
-        "dump",
-        "-t",
-        &pid.to_string(),
-        "-D",
-        dir.to_str().unwrap(),
-        "--collect",
-        collector,
-    ]);
-    ok(&o, "dump");
-    c.wait().unwrap();
-    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
-    let _kill = Kill(vec![pid]);
-    ok(&o, "restore");
+    dump_killed(&mut c, pid, &dir, collector);
+    let _kill = restore_detached(&dir, vec![pid]);
     wait_for("the eventfd to be empty", || lines(&out).len() >= 300);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(
@@ -1036,19 +874,7 @@ fn eventfd_round_trip(collector: &str) {
     let _ = std::fs::remove_file(&out);
 }
 
-#[test]
-fn an_eventfd_keeps_its_counter_bpf_root() {
-    if root_or_skip("an_eventfd_keeps_its_counter_bpf_root") {
-        eventfd_round_trip("bpf");
-    }
-}
-
-#[test]
-fn an_eventfd_keeps_its_counter_proc_root() {
-    if root_or_skip("an_eventfd_keeps_its_counter_proc_root") {
-        eventfd_round_trip("proc");
-    }
-}
+each_collector!(an_eventfd_keeps_its_counter, eventfd_round_trip);
 
 /// Shared anonymous memory and a memfd come back with their contents and
 /// shared again: the root sees the child's increments go on from where
@@ -1058,58 +884,38 @@ fn shared_round_trip(collector: &str) {
     let dir = scratch(&format!("img-shared-{collector}"));
     let mut c = workload(&["shared", out.to_str().unwrap()]);
     let root = c.id() as i32;
+    // The last whole line (a line is written in pieces: the last one may
+    // be cut short).
+    let pair = |x: &str| -> Option<(u64, u64)> {
+        let (a, b) = x.split_once(' ')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    };
     let last = |p: &Path| -> (u64, u64) {
-        let l = lines(p);
-        let v: Vec<u64> = l.last().map_or(vec![0, 0], |x| {
-            x.split(' ').map(|n| n.parse().unwrap()).collect()
-        });
-        (v[0], v[1])
+        let text = std::fs::read_to_string(p).unwrap_or_default();
+        text.split_inclusive('\n')
+            .filter(|l| l.ends_with('\n'))
+            .last()
+            .and_then(|l| pair(l.trim_end()))
+            .unwrap_or((0, 0))
     };
     wait_for("the child to count in shared memory", || last(&out).0 >= 20);
     let pids = tree_pids(root);
-    let o = dumper(&[
-        "dump",
-        "-t",
-        &root.to_string(),
-        "-D",
-        dir.to_str().unwrap(),
-        "--collect",
-        collector,
-    ]);
-    ok(&o, "dump");
-    c.wait().unwrap();
+    dump_killed(&mut c, root, &dir, collector);
     let dumped = last(&out);
     let n = lines(&out).len();
-    let o = dumper(&["restore", "-D", dir.to_str().unwrap(), "--detach"]);
-    let _kill = Kill(pids);
-    ok(&o, "restore");
+    let _kill = restore_detached(&dir, pids);
     wait_for("the counts to go on", || {
         let now = last(&out);
         now.0 >= dumped.0 + 20 && now.1 >= dumped.1 + 20
     });
     // Not from zero: the first line after the restore is where it was.
-    let first: Vec<u64> = lines(&out)[n]
-        .split(' ')
-        .map(|x| x.parse().unwrap())
-        .collect();
+    let first = pair(&lines(&out)[n]).unwrap();
     assert!(
-        first[0] >= dumped.0 && first[1] >= dumped.1,
+        first.0 >= dumped.0 && first.1 >= dumped.1,
         "{first:?} after {dumped:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&out);
 }
 
-#[test]
-fn shared_memory_is_shared_again_bpf_root() {
-    if root_or_skip("shared_memory_is_shared_again_bpf_root") {
-        shared_round_trip("bpf");
-    }
-}
-
-#[test]
-fn shared_memory_is_shared_again_proc_root() {
-    if root_or_skip("shared_memory_is_shared_again_proc_root") {
-        shared_round_trip("proc");
-    }
-}
+each_collector!(shared_memory_is_shared_again, shared_round_trip);

@@ -198,20 +198,18 @@ fn refill(tr: &Tracee, w: u64, h: &PipeData) -> Result<(), TraceError> {
         libc::SYS_fcntl,
         &[w, libc::F_SETPIPE_SZ as u64, h.capacity as u64],
     )?;
-    for chunk in h.data.chunks(super::tracee::MAX_DATA / 2) {
+    write_all(tr, w, &h.data, "refilling a pipe")
+}
+
+/// Writes `data` into fd `fd` of `tr`, a batch per argument area's worth
+/// (into a pipe or socket with room for all of it: none waits).
+fn write_all(tr: &Tracee, fd: u64, data: &[u8], what: &'static str) -> Result<(), TraceError> {
+    for chunk in data.chunks(super::tracee::MAX_DATA / 2) {
         let mut b = tr.batch();
         let a = b.data(chunk);
-        b.call(
-            "write into a pipe",
-            libc::SYS_write,
-            &[w, a, chunk.len() as u64],
-        );
+        b.call(what, libc::SYS_write, &[fd, a, chunk.len() as u64]);
         if tr.run(&b)?.results[0] != chunk.len() as i64 {
-            return Err(super::tracee::terr(
-                tr.pid,
-                "refilling a pipe",
-                "short write",
-            ));
+            return Err(super::tracee::terr(tr.pid, what, "short write"));
         }
     }
     Ok(())
@@ -293,23 +291,7 @@ pub fn socketpair(
     ];
     for (i, q) in queued.iter().enumerate() {
         // What end i had to read was sent by the other end.
-        let from = got[1 - i] as u64;
-        for chunk in q.chunks(super::tracee::MAX_DATA / 2) {
-            let mut b = tr.batch();
-            let a = b.data(chunk);
-            b.call(
-                "write into a socket",
-                libc::SYS_write,
-                &[from, a, chunk.len() as u64],
-            );
-            if tr.run(&b)?.results[0] != chunk.len() as i64 {
-                return Err(super::tracee::terr(
-                    tr.pid,
-                    "refilling a socket",
-                    "short write",
-                ));
-            }
-        }
+        write_all(tr, got[1 - i] as u64, q, "refilling a socket")?;
     }
     place(tr, &got, &at, tmp)?;
     nonblock(tr, ends, at)

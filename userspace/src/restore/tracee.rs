@@ -502,12 +502,10 @@ impl Tracee {
         Ok(())
     }
 
-    /// Runs the batch to its end. Results are raw (negative errno); see
-    /// [`Tracee::run`] for a batch whose every call must succeed.
-    pub fn run_raw(&self, b: &Batch) -> Result<Ran, TraceError> {
-        if b.calls.len() > MAX_CALLS || b.data.len() > MAX_DATA {
-            return Err(terr(self.pid, "running calls", "batch too large"));
-        }
+    /// Writes the batch into the hole and points the tracee's registers at
+    /// the stub with it (rbx: the next slot, r12: calls left, r13: the
+    /// table); it runs at the next resumption.
+    fn load(&self, b: &Batch) -> Result<(), TraceError> {
         self.upload(b)?;
         let table = self.hole + TABLE;
         let n = b.calls.len() as u64;
@@ -515,7 +513,17 @@ impl Tracee {
             r.rbx = table;
             r.r12 = n;
             r.r13 = table;
-        })?;
+        })
+    }
+
+    /// Runs the batch to its end. Results are raw (negative errno); see
+    /// [`Tracee::run`] for a batch whose every call must succeed.
+    pub fn run_raw(&self, b: &Batch) -> Result<Ran, TraceError> {
+        if b.calls.len() > MAX_CALLS || b.data.len() > MAX_DATA {
+            return Err(terr(self.pid, "running calls", "batch too large"));
+        }
+        self.load(b)?;
+        let table = self.hole + TABLE;
         self.resume(libc::PTRACE_CONT, 0)?;
         loop {
             match wait(self.pid)? {
@@ -660,14 +668,7 @@ impl Tracee {
             );
         }
         b.call("exit_group", libc::SYS_exit_group, &[code as u64]);
-        self.upload(&b)?;
-        let table = self.hole + TABLE;
-        let n = b.calls.len() as u64;
-        self.start(self.hole, |r| {
-            r.rbx = table;
-            r.r12 = n;
-            r.r13 = table;
-        })?;
+        self.load(&b)?;
         let mut pass = 0;
         loop {
             self.resume(libc::PTRACE_CONT, pass)?;
