@@ -893,8 +893,7 @@ fn shared_round_trip(collector: &str) {
     let last = |p: &Path| -> (u64, u64) {
         let text = std::fs::read_to_string(p).unwrap_or_default();
         text.split_inclusive('\n')
-            .filter(|l| l.ends_with('\n'))
-            .last()
+            .rfind(|l| l.ends_with('\n'))
             .and_then(|l| pair(l.trim_end()))
             .unwrap_or((0, 0))
     };
