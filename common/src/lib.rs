@@ -10,7 +10,7 @@
 /// `"DMP"` followed by the layout version. Bump the version on any change
 /// to a record below.
 pub const MAGIC_BASE: u32 = 0x444d_5000;
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 pub const KIND_TASK: u32 = 1;
 pub const KIND_FILE: u32 = 2;
@@ -84,6 +84,8 @@ pub struct TaskRecord {
     pub cwd: [u64; 2],
     pub root: [u64; 2],
     pub exe: [u64; 2],
+    /// `task->files`: the fd table's identity (kernel address, as above).
+    pub files: u64,
 }
 
 /// One open fd as iter/task_file sees it.

@@ -453,6 +453,7 @@ unsafe fn task(ctx: *const c_void) {
             r.exe = path_pair(exe + off!(FILE__F_PATH));
         }
     }
+    r.files = ld!(t, TASK_STRUCT__FILES, u64);
     let fs = ld!(t, TASK_STRUCT__FS, u64);
     if fs != 0 {
         r.cwd = path_pair(fs + off!(FS_STRUCT__PWD));

@@ -423,6 +423,33 @@ pub fn shared(out: &str) -> ! {
     }
 }
 
+/// Two processes sharing one fd table (clone with CLONE_FILES, not
+/// fork): each counts into its own file, opened by the child after the
+/// clone, so the root holds the child's fd too.
+pub fn shared_fds(dir: &str) -> ! {
+    // SAFETY: plain system calls on this process; clone without CLONE_VM
+    // returns in the child on a copy of this stack, as fork does.
+    unsafe {
+        libc::setsid();
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        let r = libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_FILES | libc::SIGCHLD) as u64,
+            0,
+            0,
+            0,
+            0,
+        );
+        if r == 0 {
+            count(&format!("{dir}/C"))
+        }
+        if r < 0 {
+            std::process::exit(1);
+        }
+    }
+    count(&format!("{dir}/R"))
+}
+
 /// Runs workload `name` with `args`. Never returns.
 pub fn run(name: &str, args: &[String]) -> ! {
     match (name, args) {
@@ -435,6 +462,7 @@ pub fn run(name: &str, args: &[String]) -> ! {
         ("reader", [input, out]) => reader(input, out),
         ("eventfd", [out]) => eventfd(out),
         ("shared", [out]) => shared(out),
+        ("shared-fds", [dir]) => shared_fds(dir),
         ("memory", [out, file, mib]) => memory(out, file, mib.parse().unwrap_or(64)),
         ("forked", [dir, mib]) => forked(dir, mib.parse().unwrap_or(32)),
         _ => {

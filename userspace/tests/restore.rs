@@ -918,3 +918,47 @@ fn shared_round_trip(collector: &str) {
 }
 
 each_collector!(shared_memory_is_shared_again, shared_round_trip);
+
+/// Two processes sharing one fd table share one again after the restore
+/// (kcmp KCMP_FILES says so), and both count on.
+fn shared_fds_round_trip(collector: &str) {
+    let out = scratch(&format!("shared-fds-{collector}"));
+    std::fs::create_dir_all(&out).unwrap();
+    let dir = scratch(&format!("img-shared-fds-{collector}"));
+    let mut c = workload(&["shared-fds", out.to_str().unwrap()]);
+    let root = c.id() as i32;
+    wait_for("both to count", || {
+        ["R", "C"].iter().all(|n| lines(&out.join(n)).len() >= 20)
+    });
+    let pids = tree_pids(root);
+    assert_eq!(pids.len(), 2);
+    // SAFETY: kcmp with integer arguments.
+    let shared = |a: i32, b: i32| unsafe { libc::syscall(libc::SYS_kcmp, a, b, 2, 0, 0) } == 0;
+    assert!(shared(pids[0], pids[1]));
+    dump_killed(&mut c, root, &dir, collector);
+    let dumped: Vec<u64> = ["R", "C"]
+        .iter()
+        .map(|n| consecutive(&out.join(n)))
+        .collect();
+    let _kill = restore_detached(&dir, pids.clone());
+    assert!(
+        shared(pids[0], pids[1]),
+        "the two do not share their fd table after the restore"
+    );
+    wait_for("both to count on", || {
+        ["R", "C"]
+            .iter()
+            .zip(&dumped)
+            .all(|(n, d)| lines(&out.join(n)).len() as u64 >= d + 20)
+    });
+    for n in ["R", "C"] {
+        consecutive(&out.join(n));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+each_collector!(
+    processes_sharing_an_fd_table_share_one_again,
+    shared_fds_round_trip
+);

@@ -598,9 +598,17 @@ impl Collector for BpfCollector {
         let mut paths = PathCache::default();
         let mut snap = Snapshot::default();
         let mut index: HashMap<i32, usize> = HashMap::new();
+        // fd tables by task->files, to dense ids (canonicalize renumbers).
+        let mut tables: HashMap<u64, u32> = HashMap::new();
         for &tgid in &selected {
             index.insert(tgid, snap.tasks.len());
-            snap.tasks.push(task_from(leaders[&tgid], &mut paths)?);
+            let r = leaders[&tgid];
+            let mut t = task_from(r, &mut paths)?;
+            if r.files != 0 && !t.kthread && t.state != "Z" {
+                let next = tables.len() as u32;
+                t.fd_table = Some(*tables.entry(r.files).or_insert(next));
+            }
+            snap.tasks.push(t);
         }
         for t in &tasks {
             if let Some(&i) = index.get(&t.tgid) {
@@ -717,6 +725,7 @@ fn task_from(r: &TaskRecord, paths: &mut PathCache) -> Result<Task, CollectError
         cwd: paths.resolve(r.cwd, link("cwd"))?.map(|p| p.to_string()),
         root: paths.resolve(r.root, link("root"))?.map(|p| p.to_string()),
         exe: paths.resolve(r.exe, link("exe"))?.map(|p| p.to_string()),
+        fd_table: None,
         fds: vec![],
         vmas: vec![],
         detail: None,

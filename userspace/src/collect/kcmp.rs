@@ -10,6 +10,7 @@ use std::cmp::Ordering;
 use std::collections::HashMap;
 
 const KCMP_FILE: libc::c_int = 0;
+const KCMP_FILES: libc::c_int = 2;
 
 /// kcmp(KCMP_FILE): the order of two open files, or the errno.
 fn kcmp_file(a: (i32, u32), b: (i32, u32)) -> Result<Ordering, i32> {
@@ -32,6 +33,32 @@ fn kcmp_file(a: (i32, u32), b: (i32, u32)) -> Result<Ordering, i32> {
             .raw_os_error()
             .unwrap_or(libc::EIO)),
     }
+}
+
+/// fd table identity: an id per pid, equal exactly when kcmp(KCMP_FILES)
+/// says the processes share one table (CLONE_FILES), by a merge sort of
+/// n log n calls. A process gone meanwhile shares nothing.
+pub fn table_ids(pids: &[i32]) -> Vec<u32> {
+    let cmp = |a: i32, b: i32| {
+        // SAFETY: kcmp takes only integers.
+        match unsafe { libc::syscall(libc::SYS_kcmp, a, b, KCMP_FILES, 0, 0) } {
+            0 => Ordering::Equal,
+            1 => Ordering::Less,
+            2 => Ordering::Greater,
+            _ => Ordering::Less,
+        }
+    };
+    let mut order: Vec<usize> = (0..pids.len()).collect();
+    merge_sort(&mut order, &mut |a, b| cmp(pids[a], pids[b]));
+    let mut ids = vec![0u32; pids.len()];
+    let mut id = 0;
+    for w in 0..order.len() {
+        if w > 0 && cmp(pids[order[w - 1]], pids[order[w]]) != Ordering::Equal {
+            id += 1;
+        }
+        ids[order[w]] = id;
+    }
+    ids
 }
 
 /// Merge sort that tolerates a comparator failing (a process exiting mid

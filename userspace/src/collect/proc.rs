@@ -129,8 +129,21 @@ pub(super) fn assemble_with<P>(
         }
     }
     assign_file_ids(&mut snap, ids)?;
+    assign_table_ids(&mut snap);
     snap.canonicalize();
     Ok(snap)
+}
+
+/// Which live processes share an fd table (kcmp KCMP_FILES); zombies and
+/// kernel threads have none.
+fn assign_table_ids(snap: &mut Snapshot) {
+    let live: Vec<usize> = (0..snap.tasks.len())
+        .filter(|&i| !snap.tasks[i].kthread && snap.tasks[i].state != "Z")
+        .collect();
+    let pids: Vec<i32> = live.iter().map(|&i| snap.tasks[i].pid).collect();
+    for (&i, id) in live.iter().zip(kcmp::table_ids(&pids)) {
+        snap.tasks[i].fd_table = Some(id);
+    }
 }
 
 /// The process a pid names (a thread id names its thread group).
@@ -242,6 +255,7 @@ fn read_task(pid: i32) -> Result<Task, Skip> {
         cwd: link("cwd")?,
         root: link("root")?,
         exe: link("exe")?,
+        fd_table: None,
         fds: vec![],
         vmas: vec![],
         detail: None,

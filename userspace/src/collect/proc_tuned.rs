@@ -314,6 +314,7 @@ pub(super) fn task_from(
         cwd,
         root,
         exe,
+        fd_table: None,
         fds: vec![],
         vmas: vec![],
         detail: None,

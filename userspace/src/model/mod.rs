@@ -105,6 +105,9 @@ pub struct Task {
     pub cwd: Option<String>,
     pub root: Option<String>,
     pub exe: Option<String>,
+    /// The fd table: equal exactly when processes share one (CLONE_FILES);
+    /// numbered by first appearance. None for zombies and kernel threads.
+    pub fd_table: Option<u32>,
     /// Sorted by fd number.
     pub fds: Vec<Fd>,
     /// Sorted by start address.
@@ -174,7 +177,12 @@ impl Snapshot {
     pub fn canonicalize(&mut self) {
         self.tasks.sort_by_key(|t| t.pid);
         let mut ids: HashMap<u32, u32> = HashMap::new();
+        let mut tables: HashMap<u32, u32> = HashMap::new();
         for t in &mut self.tasks {
+            if let Some(ft) = &mut t.fd_table {
+                let next = tables.len() as u32;
+                *ft = *tables.entry(*ft).or_insert(next);
+            }
             t.threads.sort_unstable();
             t.fds.sort_by_key(|f| f.fd);
             t.vmas.sort_by_key(|v| v.start);

@@ -99,8 +99,14 @@ pub fn target(img: &Image) -> Result<Target, String> {
         let w = w.unwrap_or_else(|| format!("pipe{ino}w"));
         t.files.extend(File::pair(Kind::Pipe, &r, &w));
     }
-    // Threads share their process's table; processes do not share tables
-    // in the model's snapshot (CLONE_FILES between processes is not
-    // collected yet).
+    // Processes sharing an fd table (CLONE_FILES); threads share their
+    // process's anyway.
+    let mut tables: BTreeMap<u32, Vec<i32>> = BTreeMap::new();
+    for task in &snap.tasks {
+        if let Some(id) = task.fd_table {
+            tables.entry(id).or_default().push(task.pid);
+        }
+    }
+    t.tables = tables.into_values().filter(|g| g.len() > 1).collect();
     super::validate(&t.to_file())
 }
