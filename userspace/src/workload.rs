@@ -450,6 +450,30 @@ pub fn shared_fds(dir: &str) -> ! {
     count(&format!("{dir}/R"))
 }
 
+/// A session whose leader is gone: the root R (a subreaper) forks B, B
+/// makes its own session and forks C, then B exits and R reaps it; C,
+/// orphaned, is R's child in B's session and group. Both count into
+/// `dir/R` and `dir/C`. (A restore has to make B's session with a helper
+/// at B's pid and bring C back under R: clone_parent from the helper.)
+pub fn orphan(dir: &str) -> ! {
+    // SAFETY: plain system calls on this process.
+    unsafe {
+        libc::setsid();
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    let c = format!("{dir}/C");
+    let b = fork(move || {
+        // SAFETY: a new session for B.
+        unsafe { libc::setsid() };
+        fork(move || count(&c));
+        std::process::exit(0)
+    });
+    // SAFETY: reaping B.
+    unsafe { libc::waitpid(b, std::ptr::null_mut(), 0) };
+    count(&format!("{dir}/R"))
+}
+
 /// Runs workload `name` with `args`. Never returns.
 pub fn run(name: &str, args: &[String]) -> ! {
     match (name, args) {
@@ -463,6 +487,7 @@ pub fn run(name: &str, args: &[String]) -> ! {
         ("eventfd", [out]) => eventfd(out),
         ("shared", [out]) => shared(out),
         ("shared-fds", [dir]) => shared_fds(dir),
+        ("orphan", [dir]) => orphan(dir),
         ("memory", [out, file, mib]) => memory(out, file, mib.parse().unwrap_or(64)),
         ("forked", [dir, mib]) => forked(dir, mib.parse().unwrap_or(32)),
         _ => {

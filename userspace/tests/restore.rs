@@ -962,3 +962,44 @@ each_collector!(
     processes_sharing_an_fd_table_share_one_again,
     shared_fds_round_trip
 );
+
+/// A session whose leader is gone, its member orphaned under a subreaper:
+/// it comes back in the same session and group under the same parent
+/// (the plan makes the session with a helper at the dead leader's pid and
+/// the member with clone_parent from it).
+fn orphan_round_trip(collector: &str) {
+    let out = scratch(&format!("orphan-{collector}"));
+    std::fs::create_dir_all(&out).unwrap();
+    let dir = scratch(&format!("img-orphan-{collector}"));
+    let mut c = workload(&["orphan", out.to_str().unwrap()]);
+    let root = c.id() as i32;
+    wait_for("both to count", || {
+        ["R", "C"].iter().all(|n| lines(&out.join(n)).len() >= 20)
+    });
+    let pids = tree_pids(root);
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let member = pids[1];
+    let before = ids(member).unwrap();
+    assert_eq!(before.0, root, "C is R's child");
+    assert!(
+        before.2 != root && before.2 != member,
+        "C is in the gone leader's session"
+    );
+    dump_killed(&mut c, root, &dir, collector);
+    let n = consecutive(&out.join("C"));
+    let _kill = restore_detached(&dir, pids.clone());
+    let after = ids(member).unwrap();
+    assert_eq!(
+        (after.0, after.1, after.2),
+        (before.0, before.1, before.2),
+        "C's (ppid, pgid, sid)"
+    );
+    wait_for("C to count on", || {
+        lines(&out.join("C")).len() as u64 >= n + 20
+    });
+    consecutive(&out.join("C"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+each_collector!(a_session_whose_leader_is_gone_comes_back, orphan_round_trip);

@@ -8,7 +8,8 @@
 //! from the frozen tree; only stream sockets' queues are read that way (a
 //! datagram socket's messages would need SO_PEEK_OFF, which changes the
 //! socket): a datagram or seqpacket socket with bytes queued is refused
-//! at dump time.
+//! at dump time, and so is a stream socket whose peek stops short of what
+//! sock_diag says is queued (fds or credentials in flight).
 
 use super::DumpError;
 use crate::image::UnixSocket;

@@ -401,8 +401,15 @@ pub fn restore(o: &Options) -> Result<Report, RestoreError> {
     // Everyone at once. Once one runs, it may end others (a root that
     // kills its group when its stdin, a pipe from outside the tree,
     // reads empty): those are the tree's own doing, not the restore's.
+    let stop_of = |tid: i32| {
+        img.inventory
+            .job_stopped
+            .iter()
+            .find(|(t, _)| *t == tid)
+            .map_or(0, |(_, sig)| *sig)
+    };
     for tr in &live {
-        match tr.release() {
+        match tr.release(stop_of(tr.pid)) {
             // ESRCH from a process being killed: give it a moment to die.
             Err(e) if !tree::still_running(tr.pid, std::time::Duration::from_millis(500)) => {
                 log_warn!(
@@ -415,10 +422,6 @@ pub fn restore(o: &Options) -> Result<Report, RestoreError> {
         }
     }
     created.done = true;
-    for &(tid, sig) in &img.inventory.job_stopped {
-        // SAFETY: a job-control stop for a process just restored.
-        unsafe { libc::kill(tid, sig) };
-    }
     report.total_ns = ns(t0.elapsed());
     log_info!(
         "restored {} processes in {} us",

@@ -304,6 +304,13 @@ fn creds(tr: &Tracee, t: &Task) -> Result<(), TraceError> {
         ],
     );
     b.call("setfsuid", libc::SYS_setfsuid, &[t.uid.fs as u64]);
+    // A uid change clears the dumpable flag (with suid_dumpable 0): the
+    // restored process's owner could no longer ptrace it or read its /proc.
+    b.call(
+        "prctl PR_SET_DUMPABLE",
+        libc::SYS_prctl,
+        &[libc::PR_SET_DUMPABLE as u64, 1],
+    );
     // capset: version 3 header, two data words of (effective, permitted,
     // inheritable).
     let mut hdr = [0u8; 8];

@@ -106,16 +106,18 @@ extern "C" {
 }
 
 fn stub() -> (&'static [u8], u64) {
-    // SAFETY: the three symbols label one rodata blob, in order.
-    unsafe {
-        let start = &raw const dumper_restore_stub_start;
-        let sys = &raw const dumper_restore_stub_syscall;
-        let end = &raw const dumper_restore_stub_end;
-        (
-            std::slice::from_raw_parts(start, end.offset_from(start) as usize),
-            sys.offset_from(start) as u64,
-        )
-    }
+    // The three symbols label one rodata blob, in order: to Rust they are
+    // three statics, so the blob is reached through the exposed address
+    // of the first, not by offsets between them.
+    let start = (&raw const dumper_restore_stub_start).expose_provenance();
+    let sys = (&raw const dumper_restore_stub_syscall).addr();
+    let end = (&raw const dumper_restore_stub_end).addr();
+    // SAFETY: [start, end) is the blob, read-only data for the program's
+    // life.
+    let code = unsafe {
+        std::slice::from_raw_parts(std::ptr::with_exposed_provenance::<u8>(start), end - start)
+    };
+    (code, (sys - start) as u64)
 }
 
 pub const PAGE: u64 = 4096;
@@ -361,10 +363,23 @@ pub fn fork_first(pid: i32, hole: u64) -> Result<Tracee, TraceError> {
         }
         unreachable!();
     }
-    first_stop(child)?;
-    request(libc::PTRACE_SETOPTIONS, child, OPTIONS)
-        .map_err(|e| terr(child, "setting ptrace options", os(e)))?;
-    Tracee::attach(child, hole)
+    first_stop(child)
+        .and_then(|()| {
+            request(libc::PTRACE_SETOPTIONS, child, OPTIONS)
+                .map_err(|e| terr(child, "setting ptrace options", os(e)))
+        })
+        .and_then(|()| Tracee::attach(child, hole))
+        .inspect_err(|_| kill_now(child))
+}
+
+/// A process just created whose setting up failed: it goes at once (it
+/// is not in the caller's list of created processes yet).
+fn kill_now(pid: i32) {
+    // SAFETY: killing and reaping (when dumper's child) what was just made.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL | libc::WNOHANG);
+    }
 }
 
 /// clone3(2) in dumper itself, with set_tid: 0 in the child.
@@ -425,7 +440,10 @@ pub fn clone_error(pid: i32, e: i32) -> TraceError {
         libc::EPERM => {
             "clone3 with set_tid needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN: run as root".into()
         }
-        libc::EINVAL | libc::ENOSYS => "clone3 with set_tid needs Linux 5.5 or later".into(),
+        libc::ENOSYS => "clone3 with set_tid needs Linux 5.5 or later".into(),
+        libc::EINVAL => {
+            "clone3 refused its arguments (EINVAL; set_tid needs Linux 5.5 or later)".into()
+        }
         e => os(e).to_string(),
     };
     terr(pid, format!("creating pid {pid}"), why)
@@ -630,8 +648,10 @@ impl Tracee {
         if r < 0 {
             return Err(clone_error(pid, -r as i32));
         }
-        first_stop(r as i32)?;
-        Tracee::attach(r as i32, self.hole)
+        let child = r as i32;
+        first_stop(child)
+            .and_then(|()| Tracee::attach(child, self.hole))
+            .inspect_err(|_| kill_now(child))
     }
 
     /// Ends the tracee with exit_group(`code`), or by signal `sig` when
@@ -739,8 +759,10 @@ impl Tracee {
     }
 
     /// Lets the tracee run.
-    pub fn release(&self) -> Result<(), TraceError> {
-        request(libc::PTRACE_DETACH, self.pid, 0)
+    /// Lets the tracee run; with `sig`, it takes that signal as it goes
+    /// (a job-control stop it was in at the dump, re-entered at once).
+    pub fn release(&self, sig: i32) -> Result<(), TraceError> {
+        request(libc::PTRACE_DETACH, self.pid, sig as libc::c_long)
             .map_err(|e| terr(self.pid, "letting it run (PTRACE_DETACH)", os(e)))
     }
 }

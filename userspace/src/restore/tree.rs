@@ -98,10 +98,15 @@ impl<'a> Tree<'a> {
         match &s.op {
             Op::Fork { pid, share_files } | Op::CloneParent { pid, share_files } => {
                 let parent = matches!(s.op, Op::CloneParent { .. });
-                let exit_signal = self
-                    .task(*pid)
-                    .map_or(libc::SIGCHLD, |t| t.exit_signal)
-                    .max(0);
+                // clone3 refuses an exit signal with CLONE_PARENT (the
+                // child takes its creator's).
+                let exit_signal = if parent {
+                    0
+                } else {
+                    self.task(*pid)
+                        .map_or(libc::SIGCHLD, |t| t.exit_signal)
+                        .max(0)
+                };
                 let t = if s.by == 1 {
                     if *share_files || parent {
                         return unsupported();
@@ -212,6 +217,9 @@ impl<'a> Tree<'a> {
                 t.exit(code, sig, ppid == me)?;
             }
             Op::Wait { pid } => {
+                // Reaped: its number may be anyone's from here on, so a
+                // failure later must not kill it.
+                created.pids.retain(|p| p != pid);
                 if s.by == 1 {
                     let mut st = 0;
                     // SAFETY: reaping dumper's own dead child.
