@@ -16,6 +16,9 @@ pub fn counter(out: &str) -> ! {
     unsafe {
         libc::setsid();
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        // The restorer's int3s force SIGTRAPs: an ignored one must come
+        // back ignored.
+        libc::signal(libc::SIGTRAP, libc::SIG_IGN);
     }
     count(out)
 }
@@ -66,7 +69,12 @@ pub fn tree(dir: &str) -> ! {
         libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
     }
     let at = |n: &str| format!("{dir}/{n}");
-    fork(|| std::process::exit(7));
+    fork(|| {
+        // A zombie that ignored SIGTRAP (see counter).
+        // SAFETY: a disposition of this process's own.
+        unsafe { libc::signal(libc::SIGTRAP, libc::SIG_IGN) };
+        std::process::exit(7)
+    });
     let a = at("A");
     fork(move || {
         // SAFETY: a new group for this process.

@@ -178,8 +178,21 @@ pub fn restore(tr: &Tracee, task: &Task, img: &Image) -> Result<Vec<Tracee>, Res
         t.set_final(&regs_of(ts)?, &ts.xstate, blocked)?;
     }
     let blocked = detail(pid).map_or(task.signals.blocked, |t| t.blocked);
-    tr.finish(&regs_of(ts)?, &ts.xstate, blocked)?;
+    let trap = d
+        .sigactions
+        .get(libc::SIGTRAP as usize - 1)
+        .map(k_sigaction);
+    tr.finish(&regs_of(ts)?, &ts.xstate, blocked, trap)?;
     Ok(threads)
+}
+
+/// The kernel's `struct k_sigaction` bytes for `a` (rt_sigaction's).
+fn k_sigaction(a: &SigAction) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    for (j, w) in [a.handler, a.flags, a.restorer, a.mask].iter().enumerate() {
+        k[j * 8..j * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    k
 }
 
 /// Every disposition, dumper's own (SIGPIPE ignored, its stack overflow
@@ -191,23 +204,20 @@ pub fn sigactions(tr: &Tracee, acts: &[SigAction]) -> Batch {
         if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
             continue;
         }
-        let mut k = [0u8; 32];
-        for (j, w) in [a.handler, a.flags, a.restorer, a.mask].iter().enumerate() {
-            k[j * 8..j * 8 + 8].copy_from_slice(&w.to_le_bytes());
-        }
-        let at = b.data(&k);
+        let at = b.data(&k_sigaction(a));
         b.call("rt_sigaction", libc::SYS_rt_sigaction, &[sig, at, 0, 8]);
     }
     b
 }
 
-/// A zombie's signal state as it died with it: dispositions and mask,
-/// set just before it exits.
+/// A zombie's signal state as it died with it: its dispositions are set
+/// now; SIGTRAP's (which each batch's `int3` may reset) and the mask go in
+/// the batch returned, the one that ends in its exit.
 ///
 /// A dump has no handler addresses for a zombie, only which signals it
 /// ignored and caught: ignored ones get SIG_IGN, caught ones a handler
 /// address that is never called (a zombie runs nothing), the rest SIG_DFL.
-pub fn before_exit(tr: &Tracee, task: &Task) -> Result<(), TraceError> {
+pub fn before_exit(tr: &Tracee, task: &Task) -> Result<Batch, TraceError> {
     let from_masks: Vec<SigAction> = (0..64)
         .map(|i| SigAction {
             handler: if task.signals.ignored & (1 << i) != 0 {
@@ -224,14 +234,23 @@ pub fn before_exit(tr: &Tracee, task: &Task) -> Result<(), TraceError> {
         Some(d) if !d.sigactions.is_empty() => &d.sigactions,
         _ => &from_masks,
     };
-    let mut b = sigactions(tr, acts);
+    run_all(tr, sigactions(tr, acts))?;
+    let mut b = tr.batch();
+    if let Some(a) = acts.get(libc::SIGTRAP as usize - 1) {
+        let at = b.data(&k_sigaction(a));
+        b.call(
+            "rt_sigaction SIGTRAP",
+            libc::SYS_rt_sigaction,
+            &[libc::SIGTRAP as u64, at, 0, 8],
+        );
+    }
     let m = b.data(&task.signals.blocked.to_le_bytes());
     b.call(
         "rt_sigprocmask",
         libc::SYS_rt_sigprocmask,
         &[libc::SIG_SETMASK as u64, m, 0, 8],
     );
-    tr.run(&b).map(|_| ())
+    Ok(b)
 }
 
 /// uid, gid and groups, then capabilities, when they are not dumper's.

@@ -659,8 +659,16 @@ impl Tracee {
     /// (which, for a process whose parent is not dumper, hands it over to
     /// its parent as a zombie). A child of dumper stays unreaped
     /// (`WNOWAIT`) until the plan waits for it.
-    pub fn exit(self, code: i32, sig: Option<i32>, dumpers_child: bool) -> Result<(), TraceError> {
-        let mut b = self.batch();
+    ///
+    /// `b` holds calls to run first, in the same batch (a zombie's signal
+    /// state: no `int3` comes after it to reset SIGTRAP's action).
+    pub fn exit(
+        self,
+        mut b: Batch,
+        code: i32,
+        sig: Option<i32>,
+        dumpers_child: bool,
+    ) -> Result<(), TraceError> {
         if let Some(s) = sig {
             // The default action, unblocked, no core file.
             let dfl = b.data(&[0u8; 32]);
@@ -705,36 +713,66 @@ impl Tracee {
         }
     }
 
-    /// Unmaps the hole with its last system call and stops at that call's
-    /// exit, so the tracee never returns into it; then takes the restored
-    /// registers, extended state and signal mask. It stays stopped until
-    /// [`Tracee::release`].
-    pub fn finish(&self, regs: &Regs, xstate: &[u8], blocked: u64) -> Result<(), TraceError> {
+    /// One system call from the stub's lone `syscall`, stepped from its
+    /// entry stop to its exit stop (PTRACE_SYSCALL): the tracee never
+    /// reaches the `int3` after it. Its raw result.
+    fn stepped(&self, what: &'static str, nr: i64, args: [u64; 3]) -> Result<i64, TraceError> {
         let (_, sys) = stub();
-        let hole = self.hole;
-        self.start(hole + sys, |r| {
-            r.rax = libc::SYS_munmap as u64;
-            r.rdi = hole;
-            r.rsi = HOLE_LEN;
+        self.start(self.hole + sys, |r| {
+            r.rax = nr as u64;
+            r.rdi = args[0];
+            r.rsi = args[1];
+            r.rdx = args[2];
+            r.r10 = 8;
         })?;
-        // Entry stop, then exit stop.
         for _ in 0..2 {
             self.resume(libc::PTRACE_SYSCALL, 0)?;
             loop {
                 match wait(self.pid)? {
                     Stop::Trap => break,
                     Stop::Signal(_) | Stop::Event => self.resume(libc::PTRACE_SYSCALL, 0)?,
-                    _ => return Err(terr(self.pid, "unmapping the hole", "it died")),
+                    _ => return Err(terr(self.pid, what, "it died")),
                 }
             }
         }
         let r = ptrace::regs(self.pid).map_err(|e| terr(self.pid, "reading registers", os(e)))?;
-        if r.rax != 0 {
-            return Err(terr(
-                self.pid,
-                "unmapping the hole",
-                os(-(r.rax as i64) as i32),
-            ));
+        Ok(r.rax as i64)
+    }
+
+    /// Unmaps the hole with its last system call and stops at that call's
+    /// exit, so the tracee never returns into it; then takes the restored
+    /// registers, extended state and signal mask. It stays stopped until
+    /// [`Tracee::release`].
+    ///
+    /// `trap` is the process's SIGTRAP action (`struct k_sigaction`'s 32
+    /// bytes), set here rather than with the others: each batch's `int3`
+    /// forces a SIGTRAP, which resets an ignored or blocked one to SIG_DFL.
+    pub fn finish(
+        &self,
+        regs: &Regs,
+        xstate: &[u8],
+        blocked: u64,
+        trap: Option<[u8; 32]>,
+    ) -> Result<(), TraceError> {
+        if let Some(act) = trap {
+            let at = self.hole + DATA;
+            self.write(at, &act)?;
+            let r = self.stepped(
+                "rt_sigaction SIGTRAP",
+                libc::SYS_rt_sigaction,
+                [libc::SIGTRAP as u64, at, 0],
+            )?;
+            if r < 0 {
+                return Err(terr(self.pid, "rt_sigaction SIGTRAP", os(-r as i32)));
+            }
+        }
+        let r = self.stepped(
+            "munmap the hole",
+            libc::SYS_munmap,
+            [self.hole, HOLE_LEN, 0],
+        )?;
+        if r != 0 {
+            return Err(terr(self.pid, "unmapping the hole", os(-r as i32)));
         }
         self.set_final(regs, xstate, blocked)
     }

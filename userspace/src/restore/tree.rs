@@ -208,13 +208,14 @@ impl<'a> Tree<'a> {
                 } else {
                     (0, Some(status & 0x7f))
                 };
-                if let Some(z) = self.task(s.by).filter(|t| t.state == "Z") {
-                    super::task::before_exit(&t, z)?;
-                }
+                let prep = match self.task(s.by).filter(|t| t.state == "Z") {
+                    Some(z) => super::task::before_exit(&t, z)?,
+                    None => t.batch(),
+                };
                 let ppid = parent_of(s.by).map_err(|e| terr(s.by, "reading its parent", e))?;
                 // SAFETY: a query.
                 let me = unsafe { libc::getpid() };
-                t.exit(code, sig, ppid == me)?;
+                t.exit(prep, code, sig, ppid == me)?;
             }
             Op::Wait { pid } => {
                 // Reaped: its number may be anyone's from here on, so a
