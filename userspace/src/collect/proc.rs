@@ -7,7 +7,7 @@ use super::{classify, fdinfo, kcmp, smaps, vanished, CollectError, Collector, Ta
 use crate::model::{Caps, Fd, FileType, Ids, SigMasks, Snapshot, Task, Vma, PF_KTHREAD};
 use procfs::process::Process;
 use procfs::ProcError;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -135,14 +135,33 @@ pub(super) fn assemble_with<P>(
 }
 
 /// Which live processes share an fd table (kcmp KCMP_FILES); zombies and
-/// kernel threads have none.
+/// kernel threads have none. Processes that share a table have the same
+/// fds on the same descriptions, so kcmp runs only among those alike:
+/// in most trees none are, and it costs no call (the batch collector's
+/// kernel entries stay as few as they were).
 fn assign_table_ids(snap: &mut Snapshot) {
-    let live: Vec<usize> = (0..snap.tasks.len())
-        .filter(|&i| !snap.tasks[i].kthread && snap.tasks[i].state != "Z")
-        .collect();
-    let pids: Vec<i32> = live.iter().map(|&i| snap.tasks[i].pid).collect();
-    for (&i, id) in live.iter().zip(kcmp::table_ids(&pids)) {
-        snap.tasks[i].fd_table = Some(id);
+    let mut alike: HashMap<Vec<(u32, u32)>, Vec<usize>> = HashMap::new();
+    for (i, t) in snap.tasks.iter().enumerate() {
+        if !t.kthread && t.state != "Z" {
+            let key = t.fds.iter().map(|f| (f.fd, f.file_id)).collect();
+            alike.entry(key).or_default().push(i);
+        }
+    }
+    let mut next = 0;
+    let mut groups: Vec<Vec<usize>> = alike.into_values().collect();
+    groups.sort();
+    for g in groups {
+        let pids: Vec<i32> = g.iter().map(|&i| snap.tasks[i].pid).collect();
+        let ids = if g.len() > 1 {
+            kcmp::table_ids(&pids)
+        } else {
+            vec![0]
+        };
+        let base = next;
+        for (&i, id) in g.iter().zip(&ids) {
+            snap.tasks[i].fd_table = Some(base + id);
+            next = next.max(base + id + 1);
+        }
     }
 }
 
