@@ -103,16 +103,41 @@ fn settle(b: &mut Batch, got: usize, at: u32, stage: u32) {
     b.call("close", libc::SYS_close, &[stage as u64]);
 }
 
-/// Opens the description `f` at fd `at` of `tr`, in one batch.
-pub fn open(tr: &Tracee, f: &Fd, at: u32, tmp: u32) -> Result<(), TraceError> {
-    let mut b = tr.batch();
+/// Adds to `b` the open of `f`'s path with its dumped flags, moved to fd
+/// `at`.
+fn open_as_dumped(b: &mut Batch, f: &Fd, at: u32, tmp: u32) {
     let path = b.cstr(&f.path);
     let got = b.call(
         "open",
         libc::SYS_openat,
         &[libc::AT_FDCWD as u64, path, open_flags(f), 0],
     );
-    settle(&mut b, got, at, tmp + 2);
+    settle(b, got, at, tmp + 2);
+}
+
+/// The two fds a call like pipe2 or socketpair writes at the address
+/// `args` is given.
+fn two_fds(
+    tr: &Tracee,
+    what: &'static str,
+    nr: i64,
+    args: impl FnOnce(u64) -> [u64; 4],
+) -> Result<[i64; 2], TraceError> {
+    let mut b = tr.batch();
+    let fds = b.space(8);
+    b.call(what, nr, &args(fds));
+    let ran = tr.run(&b)?;
+    let raw = ran.bytes(fds, 8);
+    Ok([
+        i32::from_le_bytes(raw[0..4].try_into().unwrap()) as i64,
+        i32::from_le_bytes(raw[4..8].try_into().unwrap()) as i64,
+    ])
+}
+
+/// Opens the description `f` at fd `at` of `tr`, in one batch.
+pub fn open(tr: &Tracee, f: &Fd, at: u32, tmp: u32) -> Result<(), TraceError> {
+    let mut b = tr.batch();
+    open_as_dumped(&mut b, f, at, tmp);
     if f.pos != 0 && matches!(f.kind, FileType::Reg | FileType::Dir) {
         b.call(
             "lseek",
@@ -178,13 +203,7 @@ pub fn open_fifo(
         refill(tr, rw, h)?;
     }
     let mut b = tr.batch();
-    let path = b.cstr(&f.path);
-    let got = b.call(
-        "open",
-        libc::SYS_openat,
-        &[libc::AT_FDCWD as u64, path, open_flags(f), 0],
-    );
-    settle(&mut b, got, at, tmp + 2);
+    open_as_dumped(&mut b, f, at, tmp);
     b.call("close", libc::SYS_close, &[rw]);
     tr.run(&b).map_err(|e| retitle(e, what()))?;
     Ok(())
@@ -249,15 +268,7 @@ pub fn pipe(
     tmp: u32,
     held: Option<&PipeData>,
 ) -> Result<(), TraceError> {
-    let mut b = tr.batch();
-    let fds = b.space(8);
-    b.call("pipe2", libc::SYS_pipe2, &[fds, 0]);
-    let ran = tr.run(&b)?;
-    let raw = ran.bytes(fds, 8);
-    let got = [
-        i32::from_le_bytes(raw[0..4].try_into().unwrap()) as i64,
-        i32::from_le_bytes(raw[4..8].try_into().unwrap()) as i64,
-    ];
+    let got = two_fds(tr, "pipe2", libc::SYS_pipe2, |fds| [fds, 0, 0, 0])?;
     if let Some(h) = held {
         refill(tr, got[1] as u64, h)?;
     }
@@ -276,19 +287,9 @@ pub fn socketpair(
     tmp: u32,
     queued: [&[u8]; 2],
 ) -> Result<(), TraceError> {
-    let mut b = tr.batch();
-    let fds = b.space(8);
-    b.call(
-        "socketpair",
-        libc::SYS_socketpair,
-        &[libc::AF_UNIX as u64, kind as u64, 0, fds],
-    );
-    let ran = tr.run(&b)?;
-    let raw = ran.bytes(fds, 8);
-    let got = [
-        i32::from_le_bytes(raw[0..4].try_into().unwrap()) as i64,
-        i32::from_le_bytes(raw[4..8].try_into().unwrap()) as i64,
-    ];
+    let got = two_fds(tr, "socketpair", libc::SYS_socketpair, |fds| {
+        [libc::AF_UNIX as u64, kind as u64, 0, fds]
+    })?;
     for (i, q) in queued.iter().enumerate() {
         // What end i had to read was sent by the other end.
         write_all(tr, got[1 - i] as u64, q, "refilling a socket")?;
